@@ -1,0 +1,365 @@
+"""The one home of camera math in novelview.
+
+Convention (used everywhere, converted on read and nowhere else):
+
+* A pose is a 4x4 **camera-to-world** matrix ``c2w`` in the **OpenCV** convention: camera +x points right,
+  +y points down, +z points forward (into the scene). SRN files use this convention as is.
+* NeRF/Blender files use OpenGL (+y up, -z forward); :func:`opengl_to_opencv` converts them on read.
+* Intrinsics are a 3x3 matrix ``K`` in pixels, for the image size they are stored with. Pixel ``(u, v)``
+  has its centre at ``(u + 0.5, v + 0.5)``; ``u`` runs along image columns (x), ``v`` along rows (y).
+* The procedural world has **+z up**; objects sit near the origin and cameras look at it.
+* Spherical coordinates: azimuth is measured in the world xy-plane from +x towards +y, elevation from the
+  xy-plane towards +z, both in degrees.
+
+All functions take and return torch tensors with arbitrary leading batch dimensions (``[..., 4, 4]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from novelview.errors import PoseError
+
+WORLD_UP = (0.0, 0.0, 1.0)
+_GL_TO_CV = (1.0, -1.0, -1.0, 1.0)
+
+
+def _as_tensor(x: Tensor | Sequence[float] | float, like: Tensor | None = None) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    device = like.device if like is not None else None
+    return torch.as_tensor(x, dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def validate_pose(pose: Tensor, name: str = "pose", atol: float = 1e-3) -> Tensor:
+    """Check that ``pose`` holds finite rigid camera-to-world transforms and return it unchanged.
+
+    Rigid means the 3x3 block is orthonormal with determinant +1 (within ``atol``) and the bottom row is
+    ``[0, 0, 0, 1]``. ``name`` is used in the error message, so pass the file or argument the pose came from.
+    """
+    pose = _as_tensor(pose)
+    if pose.shape[-2:] != (4, 4):
+        raise PoseError(f"{name}: expected a 4x4 camera-to-world matrix, got shape {tuple(pose.shape)}")
+    if not torch.isfinite(pose).all():
+        raise PoseError(f"{name}: pose contains NaN or infinite values")
+    p = pose.double()
+    bottom = p[..., 3, :]
+    expected = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=p.dtype)
+    if not torch.allclose(bottom, expected.expand_as(bottom), atol=atol):
+        raise PoseError(f"{name}: bottom row must be [0 0 0 1], got {bottom.reshape(-1, 4)[0].tolist()}")
+    rot = p[..., :3, :3]
+    gram = rot.transpose(-1, -2) @ rot
+    err = (gram - torch.eye(3, dtype=p.dtype)).abs().amax()
+    if err > atol:
+        raise PoseError(
+            f"{name}: rotation is not orthonormal (max |R^T R - I| = {err.item():.2e}); "
+            "the pose must be a rigid transform without scale or shear"
+        )
+    det = torch.linalg.det(rot)
+    if (det < 0).any():
+        raise PoseError(f"{name}: rotation has determinant -1 (a reflection); check the axis convention")
+    return pose
+
+
+def orthonormalize(pose: Tensor) -> Tensor:
+    """Project the rotation block to the nearest rotation (SVD); for poses stored with few decimals."""
+    u, _, vh = torch.linalg.svd(pose[..., :3, :3])
+    rot = u @ vh
+    flip = torch.linalg.det(rot) < 0
+    if flip.any():
+        u = u.clone()
+        u[..., :, 2] = torch.where(flip[..., None], -u[..., :, 2], u[..., :, 2])
+        rot = u @ vh
+    out = pose.clone()
+    out[..., :3, :3] = rot
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Constructing poses
+# ---------------------------------------------------------------------------------------------------------
+
+
+def make_pose(rotation: Tensor, translation: Tensor) -> Tensor:
+    """Assemble ``[..., 4, 4]`` from a ``[..., 3, 3]`` rotation and a ``[..., 3]`` translation."""
+    batch = rotation.shape[:-2]
+    pose = torch.zeros(*batch, 4, 4, dtype=rotation.dtype, device=rotation.device)
+    pose[..., :3, :3] = rotation
+    pose[..., :3, 3] = translation
+    pose[..., 3, 3] = 1.0
+    return pose
+
+
+def look_at(
+    eye: Tensor | Sequence[float],
+    target: Tensor | Sequence[float] = (0.0, 0.0, 0.0),
+    up: Tensor | Sequence[float] = WORLD_UP,
+) -> Tensor:
+    """OpenCV camera-to-world pose of a camera at ``eye`` looking at ``target`` with ``up`` roughly up.
+
+    When the viewing direction is parallel to ``up`` (a camera straight above the object) the world +y axis is
+    used as the up hint instead, so the result is always a valid rotation.
+    """
+    eye = _as_tensor(eye)
+    target = _as_tensor(target, eye).expand_as(eye)
+    up = _as_tensor(up, eye).expand_as(eye)
+    forward = torch.nn.functional.normalize(target - eye, dim=-1)
+    right = torch.linalg.cross(forward, up, dim=-1)
+    degenerate = right.norm(dim=-1, keepdim=True) < 1e-6
+    if degenerate.any():
+        alt = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
+        right = torch.where(degenerate, torch.linalg.cross(forward, alt, dim=-1), right)
+    right = torch.nn.functional.normalize(right, dim=-1)
+    down = torch.linalg.cross(forward, right, dim=-1)  # +y of an OpenCV camera points down
+    rotation = torch.stack([right, down, forward], dim=-1)
+    return make_pose(rotation, eye)
+
+
+def spherical_to_position(azimuth_deg: Tensor, elevation_deg: Tensor, radius: Tensor) -> Tensor:
+    """World position at the given azimuth, elevation (degrees) and radius, around the origin, +z up."""
+    az = torch.deg2rad(azimuth_deg)
+    el = torch.deg2rad(elevation_deg)
+    return torch.stack(
+        [radius * torch.cos(el) * torch.cos(az), radius * torch.cos(el) * torch.sin(az), radius * torch.sin(el)],
+        dim=-1,
+    )
+
+
+def spherical_to_pose(
+    azimuth_deg: Tensor | float,
+    elevation_deg: Tensor | float,
+    radius: Tensor | float,
+) -> Tensor:
+    """Camera on a sphere around the origin, looking at the origin, world +z up."""
+    az = _as_tensor(azimuth_deg)
+    el = _as_tensor(elevation_deg, az)
+    r = _as_tensor(radius, az)
+    az, el, r = torch.broadcast_tensors(az, el, r)
+    if (el.abs() >= 90).any():
+        raise PoseError(f"elevation must lie strictly inside (-90, 90) degrees, got {el.flatten().tolist()}")
+    if (r <= 0).any():
+        raise PoseError(f"radius must be positive, got {r.flatten().tolist()}")
+    return look_at(spherical_to_position(az, el, r))
+
+
+def pose_to_spherical(pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Azimuth and elevation (degrees, azimuth in [0, 360)) and radius of a camera's centre."""
+    centre = pose[..., :3, 3]
+    radius = centre.norm(dim=-1)
+    elevation = torch.rad2deg(torch.asin((centre[..., 2] / radius.clamp_min(1e-12)).clamp(-1, 1)))
+    azimuth = torch.rad2deg(torch.atan2(centre[..., 1], centre[..., 0])) % 360.0
+    return azimuth, elevation, radius
+
+
+def orbit_poses(
+    n_views: int,
+    elevation_deg: float,
+    radius: float,
+    start_azimuth_deg: float = 0.0,
+    end_azimuth_deg: float | None = None,
+) -> Tensor:
+    """``n_views`` cameras evenly spaced in azimuth at one elevation (a full turn unless an end is given)."""
+    if n_views < 1:
+        raise PoseError(f"an orbit needs at least one view, got {n_views}")
+    if end_azimuth_deg is None:
+        azimuths = start_azimuth_deg + torch.arange(n_views, dtype=torch.float64) * (360.0 / n_views)
+    else:
+        azimuths = torch.linspace(start_azimuth_deg, end_azimuth_deg, n_views, dtype=torch.float64)
+    pose = spherical_to_pose(azimuths, torch.full_like(azimuths, elevation_deg), torch.full_like(azimuths, radius))
+    return pose.to(torch.get_default_dtype())
+
+
+def rotate_about_target(pose: Tensor, d_azimuth_deg: float, d_elevation_deg: float) -> Tensor:
+    """Move a camera that looks at the origin by a relative azimuth/elevation, keeping its radius.
+
+    This is how "show the object turned by 90 degrees" is turned into a pose for a given input camera.
+    """
+    az, el, r = pose_to_spherical(pose)
+    new_el = el + d_elevation_deg
+    if (new_el.abs() >= 90).any():
+        raise PoseError(
+            f"input elevation {el.flatten().tolist()} + relative elevation {d_elevation_deg} leaves (-90, 90)"
+        )
+    return spherical_to_pose(az + d_azimuth_deg, new_el, r).to(pose.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Composition
+# ---------------------------------------------------------------------------------------------------------
+
+
+def invert_pose(pose: Tensor) -> Tensor:
+    """Inverse of a rigid transform (world-to-camera from camera-to-world and back)."""
+    rot_t = pose[..., :3, :3].transpose(-1, -2)
+    trans = -(rot_t @ pose[..., :3, 3:4])[..., 0]
+    return make_pose(rot_t, trans)
+
+
+def relative_pose(reference: Tensor, pose: Tensor) -> Tensor:
+    """``pose`` expressed in the frame of the ``reference`` camera: ``inv(reference) @ pose``.
+
+    The reference camera itself becomes the identity. The models see cameras this way, so the world frame
+    a dataset happens to use makes no difference to them.
+    """
+    return invert_pose(reference) @ pose
+
+
+def opengl_to_opencv(pose: Tensor) -> Tensor:
+    """Convert a camera-to-world pose from OpenGL/Blender axes to OpenCV axes (its own inverse)."""
+    flip = torch.tensor(_GL_TO_CV, dtype=pose.dtype, device=pose.device)
+    return pose * flip  # scales the columns: flips camera y and z
+
+
+opencv_to_opengl = opengl_to_opencv
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Intrinsics
+# ---------------------------------------------------------------------------------------------------------
+
+
+def focal_from_fov(fov_deg: float | Tensor, size: float) -> Tensor:
+    """Focal length in pixels for a field of view (degrees) spanning ``size`` pixels."""
+    fov = torch.deg2rad(_as_tensor(fov_deg))
+    return 0.5 * size / torch.tan(0.5 * fov)
+
+
+def fov_from_focal(focal: float | Tensor, size: float) -> Tensor:
+    """Field of view in degrees spanned by ``size`` pixels at ``focal`` pixels."""
+    return torch.rad2deg(2.0 * torch.atan(0.5 * size / _as_tensor(focal)))
+
+
+def intrinsics(focal: float | Tensor, cx: float | Tensor, cy: float | Tensor, fy: float | Tensor | None = None) -> Tensor:
+    """3x3 pinhole intrinsics in pixels (square pixels unless ``fy`` is given)."""
+    fx = _as_tensor(focal)
+    fy = fx if fy is None else _as_tensor(fy, fx)
+    cx = _as_tensor(cx, fx)
+    cy = _as_tensor(cy, fx)
+    fx, fy, cx, cy = torch.broadcast_tensors(fx, fy, cx, cy)
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    return torch.stack([fx, zero, cx, zero, fy, cy, zero, zero, one], dim=-1).reshape(*fx.shape, 3, 3)
+
+
+def intrinsics_from_fov(fov_deg: float, height: int, width: int | None = None) -> Tensor:
+    """Intrinsics of a centred pinhole camera whose horizontal field of view is ``fov_deg``."""
+    width = height if width is None else width
+    return intrinsics(focal_from_fov(fov_deg, width), width / 2.0, height / 2.0)
+
+
+def crop_intrinsics(k: Tensor, top: float, left: float) -> Tensor:
+    """Intrinsics after cropping the image to start at pixel row ``top`` and column ``left``."""
+    out = k.clone()
+    out[..., 0, 2] -= left
+    out[..., 1, 2] -= top
+    return out
+
+
+def resize_intrinsics(k: Tensor, old_hw: tuple[int, int], new_hw: tuple[int, int]) -> Tensor:
+    """Intrinsics after resizing an image from ``old_hw`` to ``new_hw`` (pixel-centre convention kept)."""
+    sy = new_hw[0] / old_hw[0]
+    sx = new_hw[1] / old_hw[1]
+    out = k.clone()
+    out[..., 0, :] *= sx
+    out[..., 1, :] *= sy
+    return out
+
+
+def center_crop_box(height: int, width: int) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the largest centred square in an image."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rays and projection
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pixel_rays(pose: Tensor, k: Tensor, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """World-space ray origins and unit directions through every pixel centre.
+
+    Returns two tensors of shape ``[..., height, width, 3]``.
+    """
+    dtype, device = pose.dtype, pose.device
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=dtype, device=device) + 0.5,
+        torch.arange(width, dtype=dtype, device=device) + 0.5,
+        indexing="ij",
+    )
+    pix = torch.stack([u, v, torch.ones_like(u)], dim=-1)  # [H, W, 3]
+    k_inv = torch.linalg.inv(k.to(dtype))
+    batch = pose.shape[:-2]
+    dirs_cam = torch.einsum("...ij,hwj->...hwi", k_inv, pix)
+    dirs_world = torch.einsum("...ij,...hwj->...hwi", pose[..., :3, :3], dirs_cam)
+    dirs_world = torch.nn.functional.normalize(dirs_world, dim=-1)
+    origins = pose[..., None, None, :3, 3].expand(*batch, height, width, 3)
+    return origins, dirs_world
+
+
+def plucker(origins: Tensor, directions: Tensor) -> Tensor:
+    """Plücker coordinates ``(d, o x d)`` of rays, ``[..., 6]``; independent of where on the ray ``o`` lies."""
+    d = torch.nn.functional.normalize(directions, dim=-1)
+    return torch.cat([d, torch.linalg.cross(origins, d, dim=-1)], dim=-1)
+
+
+def project(points: Tensor, pose: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates ``[..., N, 2]`` (u, v; continuous, pixel centres at +0.5) and depths ``[..., N]``
+    of world points ``[..., N, 3]`` seen by camera ``pose`` with intrinsics ``k``."""
+    w2c = invert_pose(pose)
+    cam = (w2c[..., None, :3, :3] @ points[..., None])[..., 0] + w2c[..., None, :3, 3]
+    depth = cam[..., 2]
+    pix = (k[..., None, :, :] @ cam[..., None])[..., 0]
+    uv = pix[..., :2] / depth[..., None]
+    return uv, depth
+
+
+def angle_between_views(pose_a: Tensor, pose_b: Tensor) -> Tensor:
+    """Angle in degrees between two cameras' viewing directions (their optical axes)."""
+    za = pose_a[..., :3, 2]
+    zb = pose_b[..., :3, 2]
+    cos = (torch.nn.functional.normalize(za, dim=-1) * torch.nn.functional.normalize(zb, dim=-1)).sum(-1)
+    return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
+
+
+def fov_of(k: Tensor, width: int) -> Tensor:
+    """Horizontal field of view (degrees) of intrinsics ``k`` for an image ``width`` pixels wide."""
+    return fov_from_focal(k[..., 0, 0], width)
+
+
+__all__ = [
+    "WORLD_UP",
+    "angle_between_views",
+    "center_crop_box",
+    "crop_intrinsics",
+    "focal_from_fov",
+    "fov_from_focal",
+    "fov_of",
+    "intrinsics",
+    "intrinsics_from_fov",
+    "invert_pose",
+    "look_at",
+    "make_pose",
+    "opencv_to_opengl",
+    "opengl_to_opencv",
+    "orbit_poses",
+    "orthonormalize",
+    "pixel_rays",
+    "plucker",
+    "pose_to_spherical",
+    "project",
+    "relative_pose",
+    "resize_intrinsics",
+    "rotate_about_target",
+    "spherical_to_pose",
+    "spherical_to_position",
+    "validate_pose",
+]

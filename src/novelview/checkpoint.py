@@ -1,0 +1,217 @@
+"""Checkpoint directories: ``config.json`` + safetensors weights (+ training state), written atomically.
+
+Layout::
+
+    run/checkpoints/step_000100/
+        config.json            how to rebuild the model and its noise process (format_version, model, diffusion, data)
+        model.safetensors      raw weights
+        ema.safetensors        EMA weights (what sampling uses when present)
+        training_state.pt      optimizer, LR scheduler, RNG and data-order state (training checkpoints only)
+
+A directory is written under a temporary sibling name and renamed into place only when complete, so a crash at
+any moment leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from novelview.diffusion import DiffusionConfig
+from novelview.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+STATE_FILE = "training_state.pt"
+
+
+@dataclass
+class CheckpointConfig:
+    """Everything needed to rebuild a model and use it; serialised as ``config.json``."""
+
+    model: dict[str, Any]
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    objective: str = "diffusion"  # or "regression": a one-step predictor sharing the backbone
+    # Camera statistics of the training data: the default input camera of the pipeline comes from here.
+    data: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model["image_size"])
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["diffusion"] = self.diffusion.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config.json") -> "CheckpointConfig":
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise CheckpointError(f"{source}: no integer format_version; this is not a novelview checkpoint")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source}: checkpoint format {version} is newer than this novelview understands "
+                f"({FORMAT_VERSION}); upgrade novelview"
+            )
+        if "model" not in data or "image_size" not in data["model"]:
+            raise CheckpointError(f"{source}: missing the 'model' section with its image_size")
+        try:
+            diffusion = DiffusionConfig.from_dict(data.get("diffusion", {}))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: bad diffusion settings: {err}") from None
+        return cls(
+            model=dict(data["model"]),
+            diffusion=diffusion,
+            objective=data.get("objective", "diffusion"),
+            data=dict(data.get("data", {})),
+            training=dict(data.get("training", {})),
+            format_version=version,
+        )
+
+
+def default_checkpoint_path() -> Path:
+    """The shipped default model (``$NOVELVIEW_CHECKPOINT`` overrides it)."""
+    env = os.environ.get("NOVELVIEW_CHECKPOINT")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+
+
+def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; contiguous clones also detach from autograd and DDP wrappers.
+    return {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: CheckpointConfig,
+    ema: nn.Module | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically and return its path. An existing one at ``path`` is replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        save_file(_state_dict(model), str(tmp / MODEL_FILE))
+        if ema is not None:
+            save_file(_state_dict(ema), str(tmp / EMA_FILE))
+        if training_state is not None:
+            torch.save(training_state, tmp / STATE_FILE)
+        # config.json last: its presence marks a complete directory for readers that look inside temp dirs.
+        with open(tmp / CONFIG_FILE, "w") as f:
+            json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        for name in (MODEL_FILE, EMA_FILE, STATE_FILE):
+            if (tmp / name).exists():
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+        if path.exists():
+            # Swap: move the old one aside first so `path` never points at a partial directory.
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_config(path: str | Path) -> CheckpointConfig:
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{path}: missing {CONFIG_FILE}; not a complete novelview checkpoint")
+    try:
+        data = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{cfg_file}: unreadable JSON ({err})") from None
+    return CheckpointConfig.from_dict(data, source=str(cfg_file))
+
+
+def build_from_config(config: CheckpointConfig) -> nn.Module:
+    from novelview.models.presets import model_from_config_dict
+
+    try:
+        return model_from_config_dict(config.model)
+    except (TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"cannot rebuild the model from config.json: {err}") from None
+
+
+def load_weights(path: Path, filename: str) -> dict[str, torch.Tensor]:
+    file = path / filename
+    if not file.is_file():
+        raise CheckpointError(f"{path}: missing {filename}")
+    try:
+        return load_file(str(file))
+    except Exception as err:  # safetensors raises several types for truncated or foreign files
+        raise CheckpointError(f"{file}: unreadable weights ({err})") from None
+
+
+def load_model(
+    path: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, CheckpointConfig]:
+    """Rebuild the model of a checkpoint directory (EMA weights when present and ``use_ema``), in eval mode."""
+    path = Path(path) if path is not None else default_checkpoint_path()
+    config = read_config(path)
+    model = build_from_config(config)
+    filename = EMA_FILE if use_ema and (path / EMA_FILE).is_file() else MODEL_FILE
+    state = load_weights(path, filename)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path / filename}: weights do not fit the model in config.json "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    return model.to(device).eval(), config
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / STATE_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no {STATE_FILE}; this checkpoint cannot be resumed")
+    return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete training checkpoints of a run, oldest first (temporary directories are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step_*") if p.is_dir() and (p / CONFIG_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
