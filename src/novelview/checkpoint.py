@@ -150,6 +150,22 @@ def save_checkpoint(
     return path
 
 
+def resolve_checkpoint(path: str | Path | None) -> Path:
+    """Accept a checkpoint directory or a training run directory (its latest checkpoint); None = default."""
+    path = Path(path) if path is not None else default_checkpoint_path()
+    if (path / CONFIG_FILE).is_file():
+        return path
+    found = list_checkpoints(path)
+    if found:
+        return found[-1]
+    if not path.exists():
+        hint = ""
+        if path == default_checkpoint_path():
+            hint = "; the shipped default is missing: train one (scripts/train_default.sh) or pass --checkpoint"
+        raise CheckpointError(f"{path}: checkpoint not found{hint}")
+    raise CheckpointError(f"{path}: neither a checkpoint (no {CONFIG_FILE}) nor a run directory with checkpoints")
+
+
 def read_config(path: str | Path) -> CheckpointConfig:
     path = Path(path)
     if not path.is_dir():
@@ -187,7 +203,7 @@ def load_model(
     path: str | Path | None = None, use_ema: bool = True, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, CheckpointConfig]:
     """Rebuild the model of a checkpoint directory (EMA weights when present and ``use_ema``), in eval mode."""
-    path = Path(path) if path is not None else default_checkpoint_path()
+    path = resolve_checkpoint(path)
     config = read_config(path)
     model = build_from_config(config)
     filename = EMA_FILE if use_ema and (path / EMA_FILE).is_file() else MODEL_FILE
@@ -206,6 +222,13 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path}: no {STATE_FILE}; this checkpoint cannot be resumed")
     return torch.load(file, map_location="cpu", weights_only=False)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint so that a crash midway never leaves a partial directory that looks complete."""
+    trash = path.parent / f".{path.name}.trash-{os.getpid()}"
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:

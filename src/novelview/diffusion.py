@@ -215,23 +215,57 @@ def variational_bound_term(
     return kl.mean(dim=tuple(range(1, kl.ndim))) / math.log(2.0)
 
 
+@dataclass
+class NoiseDraw:
+    """The random choices of one training step for a batch: noise level, noise and guidance-dropout mask.
+
+    Drawn for the whole global batch from a generator seeded by (seed, step), then sliced per process, so
+    the same sample gets the same noise whatever the number of processes and however often a run resumes.
+    """
+
+    logsnr: Tensor
+    index: Tensor | None
+    noise: Tensor
+    drop_cond: Tensor
+
+    def __getitem__(self, items: slice) -> "NoiseDraw":
+        index = None if self.index is None else self.index[items]
+        return NoiseDraw(self.logsnr[items], index, self.noise[items], self.drop_cond[items])
+
+    def to(self, device: torch.device | str) -> "NoiseDraw":
+        index = None if self.index is None else self.index.to(device)
+        return NoiseDraw(self.logsnr.to(device), index, self.noise.to(device), self.drop_cond.to(device))
+
+
+def draw_noise(
+    shape: tuple[int, ...], cfg: DiffusionConfig, generator: torch.Generator | None = None
+) -> NoiseDraw:
+    """Draw a step's randomness for a batch of images of ``shape`` (on the CPU, for reproducibility)."""
+    logsnr, index = sample_noise_levels(shape[0], cfg, generator)
+    noise = torch.randn(shape, generator=generator)
+    drop_cond = torch.rand(shape[0], generator=generator) < cfg.cond_drop_prob
+    return NoiseDraw(logsnr, index, noise, drop_cond)
+
+
 def training_loss(
     model: Callable[..., Tensor],
     batch: dict[str, Tensor],
     cfg: DiffusionConfig,
+    draw: NoiseDraw | None = None,
     generator: torch.Generator | None = None,
 ) -> dict[str, Tensor]:
     """One diffusion training loss on a batch from ``MultiViewDataset``.
 
     Returns ``{"loss": scalar to minimise, "mse": scalar, "vb": scalar (0 without learned variance)}``.
-    The classifier-free-guidance mask is drawn here, fresh on every call (the 3DiM seed drew it once).
+    The classifier-free-guidance mask is part of ``draw``, fresh on every step (the 3DiM seed drew it once).
     """
     x0 = batch["target_image"]
-    b, device = x0.shape[0], x0.device
-    logsnr, index = sample_noise_levels(b, cfg, generator, device)
-    noise = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
+    device = x0.device
+    if draw is None:
+        draw = draw_noise(tuple(x0.shape), cfg, generator)
+    draw = draw.to(device)
+    logsnr, noise = draw.logsnr, draw.noise.to(x0.dtype)
     z_t = add_noise(x0, noise, logsnr)
-    drop_cond = torch.rand(b, generator=generator, device=device) < cfg.cond_drop_prob
     out = model(
         z_t,
         logsnr,
@@ -240,7 +274,7 @@ def training_loss(
         target_pose=batch["target_pose"],
         cond_K=batch["cond_K"],
         target_K=batch["target_K"],
-        drop_cond=drop_cond,
+        drop_cond=draw.drop_cond,
     )
     channels = x0.shape[1]
     pred = out[:, :channels].float()
@@ -252,7 +286,7 @@ def training_loss(
         if out.shape[1] != 2 * channels:
             raise ValueError("learn_variance needs a model with twice the image channels (set learn_variance on it)")
         x0_pred, _ = to_x0_eps(pred, z_t, logsnr, cfg.prediction)
-        vb = variational_bound_term(x0, z_t, x0_pred, out[:, channels:].float(), index, cfg).mean()
+        vb = variational_bound_term(x0, z_t, x0_pred, out[:, channels:].float(), draw.index, cfg).mean()
     return {"loss": mse + cfg.vb_weight * vb, "mse": mse.detach(), "vb": vb.detach()}
 
 

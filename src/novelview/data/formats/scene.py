@@ -1,0 +1,212 @@
+"""The in-memory record every dataset reader produces, and helpers the readers share."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from novelview import cameras
+from novelview.data.atomic import is_temporary
+from novelview.errors import DataError, NovelviewError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class Scene:
+    """One object seen from several cameras.
+
+    ``poses`` are OpenCV camera-to-world matrices (validated on read); ``intrinsics`` are in pixels for
+    ``image_size`` = (H, W), the size of the images on disk.
+    """
+
+    name: str
+    image_paths: list[Path]
+    poses: Tensor  # [V, 4, 4] float32
+    intrinsics: Tensor  # [V, 3, 3] float32
+    image_size: tuple[int, int]  # (H, W)
+    mask_paths: list[Path] | None = None
+    # Additions beyond the architecture's minimum (all optional):
+    depth_paths: list[Path] | None = None  # 16-bit PNG depth along the optical axis; 0 = background
+    depth_scale: float | None = None  # stored value / depth_scale = depth in scene units
+    root: Path | None = None  # the object's folder (or the json file's folder)
+    format: str = ""  # "srn" | "blender" | "ring" | "mvc"
+
+    def __post_init__(self) -> None:
+        n = len(self.image_paths)
+        if self.poses.shape != (n, 4, 4):
+            raise DataError(f"scene {self.name}: {n} images but poses of shape {tuple(self.poses.shape)}")
+        if self.intrinsics.shape != (n, 3, 3):
+            raise DataError(f"scene {self.name}: {n} images but intrinsics of shape {tuple(self.intrinsics.shape)}")
+        for label, paths in (("masks", self.mask_paths), ("depth maps", self.depth_paths)):
+            if paths is not None and len(paths) != n:
+                raise DataError(f"scene {self.name}: {n} images but {len(paths)} {label}")
+
+    @property
+    def num_views(self) -> int:
+        return len(self.image_paths)
+
+
+class SceneCollection(list):
+    """``list[Scene]`` plus what was learned while reading: the format, the root, the dataset's own
+    settings (``dataset.json`` when present) and the problems found (only non-empty in lenient mode)."""
+
+    def __init__(
+        self,
+        scenes: list[Scene] = (),  # type: ignore[assignment]
+        format: str = "",
+        root: Path | None = None,
+        settings: dict[str, Any] | None = None,
+        problems: list[str] | None = None,
+    ) -> None:
+        super().__init__(scenes)
+        self.format = format
+        self.root = root
+        self.settings = settings or {}
+        self.problems = problems or []
+
+    @property
+    def num_views(self) -> int:
+        return sum(s.num_views for s in self)
+
+
+class Problems:
+    """Collects user errors. Strict: the first one is raised as is (so its type and message survive).
+    Lenient (``novelview data info``): every problem is recorded and reading continues."""
+
+    def __init__(self, strict: bool = True) -> None:
+        self.strict = strict
+        self.messages: list[str] = []
+
+    def add(self, err: NovelviewError) -> None:
+        if self.strict:
+            raise err
+        self.messages.append(str(err))
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Shared parsing helpers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort ``2.png`` before ``10.png``."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, naturally sorted, hidden and temporary files skipped."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            and not is_temporary(p)
+        ),
+        key=natural_key,
+    )
+
+
+def list_subdirs(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not is_temporary(p)),
+        key=natural_key,
+    )
+
+
+def read_numbers(path: Path) -> list[float]:
+    """All whitespace-separated numbers of a small text file; errors name the file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    try:
+        return [float(tok) for tok in text.split()]
+    except ValueError as err:
+        raise DataError(f"{path}: expected numbers only ({err})") from None
+
+
+def read_pose_file(path: Path) -> Tensor:
+    """A 4x4 camera-to-world matrix stored as one line of 16 numbers or 4 lines of 4; validated."""
+    numbers = read_numbers(path)
+    if len(numbers) != 16:
+        raise DataError(f"{path}: a pose file needs 16 numbers (4x4 camera-to-world), found {len(numbers)}")
+    pose = torch.tensor(numbers, dtype=torch.float64).reshape(4, 4)
+    cameras.validate_pose(pose, name=str(path))
+    return pose.to(torch.float32)
+
+
+def image_header_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the image header without decoding the pixels (cheap; full decoding happens on load)."""
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: not a readable image ({err})") from None
+    if w == 0 or h == 0:
+        raise DataError(f"{path}: image has zero size")
+    return h, w
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Statistics (recorded into checkpoints, printed by `novelview data info`)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
+    """Camera distance to the origin, horizontal field of view and elevation over all views of ``scenes``.
+
+    Keys: ``radius`` (mean), ``radius_min``, ``radius_max``, ``fov_deg`` (mean horizontal FOV),
+    ``elevation_mean``, ``elevation_min``, ``elevation_max`` (degrees, world +z up), ``views``.
+    """
+    if not scenes:
+        return {}
+    poses = torch.cat([s.poses for s in scenes]).double()
+    fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), s.image_size[1]) for s in scenes])
+    _, elevation, radius = cameras.pose_to_spherical(poses)
+
+    def f(x: Tensor) -> float:
+        v = float(x)
+        return round(v, 6) if math.isfinite(v) else v
+
+    return {
+        "radius": f(radius.mean()),
+        "radius_min": f(radius.min()),
+        "radius_max": f(radius.max()),
+        "fov_deg": f(fovs.mean()),
+        "elevation_mean": f(elevation.mean()),
+        "elevation_min": f(elevation.min()),
+        "elevation_max": f(elevation.max()),
+        "views": len(poses),
+    }
+
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "Problems",
+    "Scene",
+    "SceneCollection",
+    "camera_statistics",
+    "image_header_size",
+    "list_images",
+    "list_subdirs",
+    "natural_key",
+    "read_numbers",
+    "read_pose_file",
+]

@@ -1,0 +1,276 @@
+"""SRN format (Scene Representation Networks; the 3DiM seed's data and our procedural datasets).
+
+Layout of one object folder::
+
+    <object>/rgb/000000.png ...       images (any name; matched to poses by file stem)
+    <object>/pose/000000.txt ...      4x4 camera-to-world, OpenCV axes: one line of 16 numbers or 4 lines of 4
+    <object>/intrinsics.txt           line 1 `f cx cy 0.`, line 2 `0. 0. 0.`, line 3 `1.`, line 4 `H W`
+    <object>/mask/000000.png          optional, 8-bit, 255 = object
+    <object>/depth/000000.png         optional, 16-bit, depth along the optical axis (z) x depth_scale; 0 = none
+
+The intrinsics refer to images of size ``H W`` (line 4); when the images on disk have another size the
+intrinsics are rescaled to it. A dataset root is either one object folder or a folder of object folders; a
+``dataset.json`` at the root (written by `novelview data synth` / `data render`) may give ``depth.scale``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from novelview import cameras
+from novelview.data.formats.scene import (
+    Problems,
+    Scene,
+    SceneCollection,
+    image_header_size,
+    list_images,
+    list_subdirs,
+    read_numbers,
+    read_pose_file,
+)
+from novelview.errors import DataError, NovelviewError
+
+#: Default depth PNG scale: stored uint16 = round(depth * 1000), i.e. millimetres when scene units are metres.
+DEPTH_SCALE = 1000.0
+
+
+def is_srn_object(folder: Path) -> bool:
+    return (folder / "intrinsics.txt").is_file() or ((folder / "rgb").is_dir() and (folder / "pose").is_dir())
+
+
+def find_objects(root: Path) -> list[Path]:
+    """The object folders of an SRN dataset rooted at ``root`` (``root`` itself if it is one object)."""
+    if is_srn_object(root):
+        return [root]
+    return [d for d in list_subdirs(root) if is_srn_object(d)]
+
+
+def read_intrinsics(path: Path) -> tuple[float, float, float, tuple[int, int] | None]:
+    """``(f, cx, cy, (H, W) or None)`` from an SRN ``intrinsics.txt``."""
+    try:
+        lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: intrinsics file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    try:
+        first = [float(t) for t in lines[0]] if lines else []
+        hw_line = [float(t) for t in lines[3]] if len(lines) >= 4 else []
+    except ValueError as err:
+        raise DataError(f"{path}: expected numbers ({err})") from None
+    if len(first) < 3:
+        raise DataError(f"{path}: line 1 must be `f cx cy 0.` (found {len(first)} numbers)")
+    f, cx, cy = first[:3]
+    if not all(np.isfinite([f, cx, cy])) or f <= 0:
+        raise DataError(f"{path}: invalid focal length / principal point {first[:3]}")
+    size = None
+    if hw_line:
+        if len(hw_line) < 2 or min(hw_line[:2]) <= 0 or not all(np.isfinite(hw_line[:2])):
+            raise DataError(f"{path}: line 4 must be the image size `H W`, found {lines[3]}")
+        size = (int(round(hw_line[0])), int(round(hw_line[1])))
+    return f, cx, cy, size
+
+
+def _dataset_settings(root: Path) -> dict[str, Any]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+
+
+def read_object(folder: Path, problems: Problems, depth_scale: float | None = None) -> Scene | None:
+    """One SRN object folder -> Scene (None, with problems recorded, if it is unusable in lenient mode)."""
+    try:
+        f, cx, cy, stored_hw = read_intrinsics(folder / "intrinsics.txt")
+    except NovelviewError as err:
+        problems.add(err)
+        return None
+    rgb_dir, pose_dir = folder / "rgb", folder / "pose"
+    if not rgb_dir.is_dir():
+        problems.add(DataError(f"{rgb_dir}: missing image folder"))
+        return None
+    images = list_images(rgb_dir)
+    if not images:
+        problems.add(DataError(f"{rgb_dir}: no images found"))
+        return None
+    if not pose_dir.is_dir():
+        problems.add(DataError(f"{pose_dir}: missing pose folder (one .txt per image)"))
+        return None
+    pose_files = {p.stem: p for p in pose_dir.glob("*.txt") if not p.name.startswith(".")}
+    orphans = sorted(set(pose_files) - {p.stem for p in images})
+    if orphans:
+        problems.add(
+            DataError(
+                f"{pose_dir}: {len(orphans)} pose file(s) have no image in {rgb_dir} "
+                f"({len(images)} images, {len(pose_files)} poses; e.g. {pose_files[orphans[0]].name})"
+            )
+        )
+    mask_dir, depth_dir = folder / "mask", folder / "depth"
+    keep: list[Path] = []
+    poses: list[Tensor] = []
+    for img in images:
+        pose_file = pose_files.get(img.stem)
+        if pose_file is None:
+            problems.add(
+                DataError(f"{img}: no pose file {pose_dir / (img.stem + '.txt')} "
+                          f"({len(images)} images, {len(pose_files)} poses)")
+            )
+            continue
+        try:
+            poses.append(read_pose_file(pose_file))
+        except NovelviewError as err:
+            problems.add(err)
+            continue
+        keep.append(img)
+    if not keep:
+        return None
+
+    masks = _companions(keep, mask_dir, problems) if mask_dir.is_dir() else None
+    depths = _companions(keep, depth_dir, problems) if depth_dir.is_dir() else None
+    try:
+        disk_hw = image_header_size(keep[0])
+    except NovelviewError as err:
+        problems.add(err)
+        return None
+    k = cameras.intrinsics(torch.tensor(f, dtype=torch.float64), cx, cy)
+    if stored_hw is not None and stored_hw != disk_hw:
+        k = cameras.resize_intrinsics(k, stored_hw, disk_hw)
+    return Scene(
+        name=folder.name,
+        image_paths=keep,
+        poses=torch.stack(poses),
+        intrinsics=k.to(torch.float32).expand(len(keep), 3, 3).clone(),
+        image_size=disk_hw,
+        mask_paths=masks,
+        depth_paths=depths,
+        depth_scale=(depth_scale or DEPTH_SCALE) if depths is not None else None,
+        root=folder,
+        format="srn",
+    )
+
+
+def _companions(images: list[Path], folder: Path, problems: Problems) -> list[Path] | None:
+    """Files in ``folder`` with the same stems as ``images`` (a mask or depth map per view)."""
+    out = []
+    for img in images:
+        path = folder / (img.stem + ".png")
+        if not path.is_file():
+            problems.add(DataError(f"{path}: missing (every image in {img.parent} needs one in {folder})"))
+            return None
+        out.append(path)
+    return out
+
+
+def read_srn(root: str | Path, problems: Problems | None = None) -> SceneCollection:
+    """Read an SRN dataset (a folder of object folders, or one object folder)."""
+    root = Path(root)
+    problems = problems if problems is not None else Problems(strict=True)
+    try:
+        settings = _dataset_settings(root)
+    except NovelviewError as err:
+        problems.add(err)
+        settings = {}
+    depth_scale = settings.get("depth", {}).get("scale") if isinstance(settings.get("depth"), dict) else None
+    folders = find_objects(root)
+    if not folders:
+        problems.add(DataError(f"{root}: no SRN object folders (expected <object>/rgb, <object>/pose, "
+                               "<object>/intrinsics.txt)"))
+    scenes = []
+    for folder in folders:
+        scene = read_object(folder, problems, depth_scale)
+        if scene is not None:
+            scenes.append(scene)
+    return SceneCollection(scenes, format="srn", root=root, settings=settings, problems=problems.messages)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing (used by `data synth` and `data render`)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    # 17 significant digits: float64 values survive a write/read round trip exactly.
+    return format(float(x), ".17g")
+
+
+def format_pose(pose: Tensor | np.ndarray) -> str:
+    """One line of 16 numbers (row-major 4x4)."""
+    return " ".join(_fmt(v) for v in np.asarray(pose, dtype=np.float64).reshape(16)) + "\n"
+
+
+def format_intrinsics(k: Tensor | np.ndarray, height: int, width: int) -> str:
+    """SRN ``intrinsics.txt`` text for a square-pixel camera (SRN stores a single focal length)."""
+    k = np.asarray(k, dtype=np.float64)
+    if abs(k[0, 0] - k[1, 1]) > 1e-6 * k[0, 0]:
+        raise DataError(f"SRN intrinsics need fx == fy, got fx={k[0, 0]} fy={k[1, 1]}")
+    return f"{_fmt(k[0, 0])} {_fmt(k[0, 2])} {_fmt(k[1, 2])} 0.\n0. 0. 0.\n1.\n{height} {width}\n"
+
+
+def write_view(
+    folder: Path,
+    index: int,
+    rgb: np.ndarray,
+    pose: Tensor | np.ndarray,
+    mask: np.ndarray | None = None,
+    depth: np.ndarray | None = None,
+) -> None:
+    """Write view ``index`` of an object: ``rgb`` uint8 HxWx3 (or HxWx4), ``mask`` uint8 HxW, ``depth`` uint16 HxW
+    (already multiplied by the depth scale). Folders are created as needed."""
+    stem = f"{index:06d}"
+    for sub in ("rgb", "pose") + (("mask",) if mask is not None else ()) + (("depth",) if depth is not None else ()):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(folder / "rgb" / f"{stem}.png", compress_level=1)
+    (folder / "pose" / f"{stem}.txt").write_text(format_pose(pose))
+    if mask is not None:
+        Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8))).save(folder / "mask" / f"{stem}.png",
+                                                                          compress_level=1)
+    if depth is not None:
+        Image.fromarray(np.ascontiguousarray(depth.astype(np.uint16))).save(folder / "depth" / f"{stem}.png",
+                                                                            compress_level=1)
+
+
+def write_intrinsics(folder: Path, k: Tensor | np.ndarray, height: int, width: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "intrinsics.txt").write_text(format_intrinsics(k, height, width))
+
+
+def depth_to_uint16(depth: np.ndarray, scale: float = DEPTH_SCALE) -> np.ndarray:
+    """Metric depth (0 or inf = background) -> uint16 PNG values; refuses depths that do not fit."""
+    d = np.where(np.isfinite(depth), depth, 0.0) * scale
+    if d.max(initial=0.0) > 65535:
+        raise DataError(f"depth up to {d.max() / scale:.3f} does not fit 16 bits at scale {scale}")
+    return np.round(d).astype(np.uint16)
+
+
+def read_depth(path: Path, scale: float = DEPTH_SCALE) -> Tensor:
+    """A depth PNG -> float32 ``[H, W]`` in scene units (0 = background)."""
+    from novelview.images import open_image  # noqa: PLC0415
+
+    img = open_image(path)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / float(scale))
+
+
+__all__ = [
+    "DEPTH_SCALE",
+    "depth_to_uint16",
+    "find_objects",
+    "format_intrinsics",
+    "format_pose",
+    "is_srn_object",
+    "read_depth",
+    "read_intrinsics",
+    "read_object",
+    "read_srn",
+    "write_intrinsics",
+    "write_view",
+]

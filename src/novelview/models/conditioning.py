@@ -1,0 +1,238 @@
+"""Conditioning shared by both backbones: the noise-level embedding and the per-pixel pose embedding.
+
+Also home of :class:`BackboneConfig`, the fields every backbone config has (image size, output head, how
+cameras are encoded), so the two backbones read them the same way.
+
+Pose conditioning is **relative**: both cameras are re-expressed in the *condition* camera's frame
+(:func:`novelview.cameras.relative_pose`), so the condition camera is the identity and the world frame a
+dataset uses makes no difference. Every pixel then gets the ray through its centre, encoded either as
+
+* ``"rays"`` (3DiM): ray origin and unit direction, each with NeRF-style Fourier features, or
+* ``"plucker"``: Plücker coordinates ``(d, o x d)`` with the same Fourier features; unlike an origin they
+  do not depend on where along the ray the origin sits.
+
+**Scale.** Translations are divided by ``pose_scale`` before encoding. Models only see the ratio of camera
+distances to ``pose_scale``, so a model trained with cameras at radius ~2.5 (our procedural data) with
+``pose_scale=1`` should be given ``pose_scale = r / 2.5`` for a dataset whose cameras sit at radius ``r``;
+set it to the training set's mean camera radius to train a scale-free model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from novelview import cameras
+from novelview.errors import ConfigError
+from novelview.models.layers import sinusoidal_embedding
+
+#: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
+POSE_MODES = ("rays", "plucker")
+
+
+@dataclass
+class BackboneConfig:
+    """Fields common to every backbone. Subclasses set ``family`` and add their architecture fields."""
+
+    family: ClassVar[str] = ""
+
+    image_size: int = 64
+    learn_variance: bool = False  # 6 output channels: prediction, then variance interpolation v in [-1, 1]
+    cond_concat: bool = False  # also concatenate the condition view onto the target's input channels
+    pose_mode: str = "rays"  # "rays" (origin + direction) or "plucker"
+    pos_freqs: int = 15  # Fourier octaves of ray origins / Plücker moments (3DiM: 15)
+    dir_freqs: int = 8  # Fourier octaves of ray directions (3DiM: 8)
+    pose_scale: float = 1.0  # camera translations are divided by this (see module docstring)
+    dropout: float = 0.0
+
+    @property
+    def out_channels(self) -> int:
+        return 6 if self.learn_variance else 3
+
+    @property
+    def in_channels(self) -> int:
+        return 6 if self.cond_concat else 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+        if self.pose_mode not in POSE_MODES:
+            raise ConfigError(f"pose_mode must be one of {', '.join(POSE_MODES)}, got {self.pose_mode!r}")
+        if self.pos_freqs < 0 or self.dir_freqs < 0:
+            raise ConfigError("pos_freqs and dir_freqs must be >= 0")
+        if not self.pose_scale > 0:
+            raise ConfigError(f"pose_scale must be positive, got {self.pose_scale}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists); :func:`novelview.models.presets.config_from_dict` inverts it."""
+        out: dict[str, Any] = {"family": self.family}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Noise level
+# ---------------------------------------------------------------------------------------------------------
+
+
+def logsnr_to_unit(logsnr: Tensor) -> Tensor:
+    """Map logSNR to a bounded "time" in (0, 1): 0 = clean, 1 = pure noise (3DiM).
+
+    ``atan(exp(-logsnr / 2)) / (pi / 2)`` is the cosine-schedule time of that logSNR, so embeddings of any
+    schedule land where a cosine-schedule model expects them.
+    """
+    logsnr = logsnr.float().clamp(LOGSNR_MIN, LOGSNR_MAX)
+    return torch.atan(torch.exp(-0.5 * logsnr)) * (2.0 / math.pi)
+
+
+class NoiseLevelEmbedding(nn.Module):
+    """logSNR ``[N]`` -> ``[N, dim]``: bounded time, sinusoidal features (x1000 as DDPM), then a 2-layer MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, logsnr: Tensor) -> Tensor:
+        t = logsnr_to_unit(logsnr) * 1000.0
+        return self.mlp(sinusoidal_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pose
+# ---------------------------------------------------------------------------------------------------------
+
+
+def fourier_features(x: Tensor, num_freqs: int) -> Tensor:
+    """NeRF positional encoding: ``x`` followed by ``sin`` and ``cos`` of ``2^k x`` for k < ``num_freqs``."""
+    if num_freqs == 0:
+        return x
+    scales = 2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)
+    xb = (x[..., None, :] * scales[:, None]).flatten(-2)
+    return torch.cat([x, torch.sin(xb), torch.cos(xb)], dim=-1)
+
+
+def pose_feature_channels(config: BackboneConfig) -> int:
+    """Channels per pixel of :class:`PoseEmbedding`'s output (same for both modes)."""
+    return 3 * (1 + 2 * config.dir_freqs) + 3 * (1 + 2 * config.pos_freqs)
+
+
+class PoseEmbedding(nn.Module):
+    """Per-pixel ray features of the condition and target cameras, in the condition camera's frame.
+
+    Has no parameters: each backbone projects the features with its own layer. Output frame order is
+    ``(condition, target)``, matching the X-UNet frame axis.
+    """
+
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.mode = config.pose_mode
+        self.pos_freqs = config.pos_freqs
+        self.dir_freqs = config.dir_freqs
+        self.pose_scale = config.pose_scale
+        self.out_channels = pose_feature_channels(config)
+
+    def forward(
+        self,
+        cond_pose: Tensor,
+        target_pose: Tensor,
+        cond_K: Tensor,
+        target_K: Tensor,
+        image_hw: tuple[int, int],
+        sizes: list[tuple[int, int]],
+        drop: Tensor | None = None,
+    ) -> list[Tensor]:
+        """Features ``[B, 2, D, h, w]`` for each ``(h, w)`` in ``sizes``; zeros for samples where ``drop``.
+
+        Rays are traced through the pixel centres *of each resolution* (intrinsics rescaled with
+        :func:`cameras.resize_intrinsics`), so a coarse feature map is aligned exactly with the
+        average-pooled image it modulates. Computed in float64: the high Fourier octaves multiply rounding
+        errors by up to ``2**(pos_freqs - 1)``.
+        """
+        out_dtype = torch.float32
+        device = cond_pose.device
+        dtype = torch.float64 if device.type in ("cpu", "cuda", "meta") else torch.float32
+        poses = torch.stack([cond_pose, target_pose], dim=1).to(dtype)  # [B, 2, 4, 4]
+        rel = cameras.relative_pose(poses[:, :1], poses)  # condition camera -> identity
+        rel = rel.clone()
+        rel[..., :3, 3] = rel[..., :3, 3] / self.pose_scale
+        ks = torch.stack([cond_K, target_K], dim=1).to(dtype)  # [B, 2, 3, 3] at image_hw
+        feats = []
+        for size in sizes:
+            k = cameras.resize_intrinsics(ks, image_hw, size)
+            origins, dirs = cameras.pixel_rays(rel, k, size[0], size[1])  # [B, 2, h, w, 3]
+            if self.mode == "plucker":
+                pl = cameras.plucker(origins, dirs)
+                dirs, origins = pl[..., :3], pl[..., 3:]  # direction and moment
+            f = torch.cat(
+                [fourier_features(dirs, self.dir_freqs), fourier_features(origins, self.pos_freqs)], dim=-1
+            )
+            f = f.permute(0, 1, 4, 2, 3).to(out_dtype)  # [B, 2, D, h, w]
+            if drop is not None:
+                f = torch.where(drop[:, None, None, None, None], torch.zeros_like(f), f)
+            feats.append(f)
+        return feats
+
+
+def drop_mask(drop_cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
+    """Validate ``drop_cond`` (``[B]`` bool or None); None when nothing is dropped."""
+    if drop_cond is None:
+        return None
+    drop = torch.as_tensor(drop_cond, device=device)
+    if drop.shape != (batch,):
+        raise ValueError(f"drop_cond must have shape [{batch}], got {tuple(drop.shape)}")
+    return drop.bool()
+
+
+def check_inputs(
+    z_t: Tensor, logsnr: Tensor, cond_image: Tensor, cond_pose: Tensor, target_pose: Tensor,
+    cond_K: Tensor, target_K: Tensor, multiple: int,
+) -> None:
+    """Shape checks of the common call signature (clear messages instead of an error deep in a conv).
+
+    ``multiple``: the image height and width must be divisible by it (the backbone's total downsampling).
+    """
+    if z_t.ndim != 4 or z_t.shape[1] != 3:
+        raise ValueError(f"z_t must have shape [B, 3, H, W], got {list(z_t.shape)}")
+    b, _, h, w = z_t.shape
+    if h % multiple or w % multiple:
+        raise ValueError(f"image height and width must be multiples of {multiple}, got {h}x{w}")
+    expected = {
+        "logsnr": (logsnr, (b,)),
+        "cond_image": (cond_image, (b, 3, h, w)),
+        "cond_pose": (cond_pose, (b, 4, 4)),
+        "target_pose": (target_pose, (b, 4, 4)),
+        "cond_K": (cond_K, (b, 3, 3)),
+        "target_K": (target_K, (b, 3, 3)),
+    }
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {list(shape)}, got {list(tensor.shape)}")
+
+
+__all__ = [
+    "LOGSNR_MAX",
+    "LOGSNR_MIN",
+    "POSE_MODES",
+    "BackboneConfig",
+    "NoiseLevelEmbedding",
+    "PoseEmbedding",
+    "check_inputs",
+    "drop_mask",
+    "fourier_features",
+    "logsnr_to_unit",
+    "pose_feature_channels",
+]

@@ -1,0 +1,132 @@
+"""Building blocks shared by both backbones (attention, MLP, normalisation, init helpers).
+
+Each block exists once here; ``xunet.py`` and ``dit.py`` only arrange them. Everything works on plain
+``[N, L, C]`` token tensors or ``[N, C, H, W]`` feature maps, where ``N`` may be batch x frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` and return it.
+
+    Used on the last layer of every residual branch and on the output layer, so a fresh model starts as an
+    identity-plus-nothing map and predicts exactly zero (a safe starting point for any parameterisation).
+    """
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def num_groups(channels: int, max_groups: int = 32, min_group_channels: int = 4) -> int:
+    """GroupNorm group count: as many groups as possible up to ``max_groups``, each >= ``min_group_channels``.
+
+    32 groups of 8 channels at 3DiM widths; narrow (CPU-sized) layers get fewer, wider groups instead of
+    degenerating into per-channel instance norm.
+    """
+    best = 1
+    for g in range(1, max_groups + 1):
+        if channels % g == 0 and channels // g >= min_group_channels:
+            best = g
+    return best
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups(channels, max_groups), channels, eps=1e-6)
+
+
+def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Transformer-style sin/cos features of a scalar per row: ``[N] -> [N, dim]`` (DDPM / DiT)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=x.device) / half)
+    args = x.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN modulation of tokens ``[N, L, C]`` by per-sample ``[N, C]`` shift and scale."""
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with an output projection (the 3DiM seed had none).
+
+    ``forward(x)`` is self-attention; ``forward(x, context)`` lets the queries of ``x`` attend to ``context``.
+    Uses ``scaled_dot_product_attention`` so the fused (flash / memory-efficient) kernels are picked where
+    available. ``qk_norm`` RMS-normalises queries and keys per head, which keeps attention logits bounded in
+    mixed precision (as in the DiT seed).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        context_dim: int | None = None,
+        qk_norm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim)
+        self.to_kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.q_norm: nn.Module = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm: nn.Module = nn.RMSNorm(self.head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        n, length, dim = x.shape
+        context = x if context is None else context
+        q = self.to_q(x).view(n, length, self.heads, self.head_dim).transpose(1, 2)
+        k, v = self.to_kv(context).view(n, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(out.transpose(1, 2).reshape(n, length, dim))
+
+
+class Mlp(nn.Module):
+    """Transformer feed-forward: Linear -> GELU(tanh) -> Linear."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.drop(F.gelu(self.fc1(x), approximate="tanh")))
+
+
+def to_tokens(h: Tensor) -> Tensor:
+    """``[N, C, H, W] -> [N, H*W, C]``."""
+    return h.flatten(2).transpose(1, 2)
+
+
+def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
+    """``[N, H*W, C] -> [N, C, H, W]``."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], height, width)
+
+
+__all__ = [
+    "Attention",
+    "Mlp",
+    "from_tokens",
+    "group_norm",
+    "modulate",
+    "num_groups",
+    "sinusoidal_embedding",
+    "to_tokens",
+    "zero_init",
+]

@@ -1,0 +1,257 @@
+"""3DiM X-UNet (Watson et al., "Novel View Synthesis with Diffusion Models", 2022).
+
+The clean condition view and the noisy target view are two *frames* that go through the same UNet (shared
+weights); frames are folded into the batch axis (``[B*2, C, H, W]``, condition first) so every conv and
+every GroupNorm sees one frame at a time: normalisation statistics are per frame, never mixed (the JAX
+seed normalised the two frames together). At ``attn_resolutions`` each block adds self-attention within a
+frame, then cross-attention where each frame's queries attend to the *other* frame's keys and values; both
+have an output projection (the seed had none).
+
+Every ResNet block is FiLM-modulated per pixel by ``noise-level embedding + pose embedding`` at its
+resolution. Each frame is told its own noise level: the target its ``logsnr``, the clean condition frame
+the maximum (:data:`LOGSNR_MAX`). Only the target frame is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from novelview.errors import ConfigError
+from novelview.models.conditioning import (
+    LOGSNR_MAX,
+    BackboneConfig,
+    NoiseLevelEmbedding,
+    PoseEmbedding,
+    check_inputs,
+    drop_mask,
+)
+from novelview.models.layers import Attention, from_tokens, group_norm, to_tokens, zero_init
+
+# Residual sums are rescaled by 1/sqrt(2) (3DiM / NCSN++ "skip_rescale") so activations keep their scale
+# through the deep stack instead of growing with every block.
+SKIP_SCALE = 1.0 / math.sqrt(2.0)
+
+
+@dataclass
+class XUNetConfig(BackboneConfig):
+    family: ClassVar[str] = "xunet"
+
+    ch: int = 64  # base width
+    ch_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution level
+    num_res_blocks: int = 2  # per level on the way down (one more on the way up)
+    attn_resolutions: tuple[int, ...] = (8, 16)  # feature-map sides (pixels) with self + cross attention
+    heads: int = 4
+    emb_ch: int = 256  # width of the noise-level + pose embedding that FiLM reads
+    norm_groups: int = 32  # at most this many GroupNorm groups (fewer for narrow layers)
+
+    def validate(self) -> None:
+        super().validate()
+        self.ch_mult = tuple(self.ch_mult)
+        self.attn_resolutions = tuple(self.attn_resolutions)
+        if self.ch < 1 or self.emb_ch < 1 or self.num_res_blocks < 1 or not self.ch_mult:
+            raise ConfigError("ch, emb_ch, num_res_blocks must be >= 1 and ch_mult non-empty")
+        down = 2 ** (len(self.ch_mult) - 1)
+        if self.image_size % down:
+            raise ConfigError(
+                f"image_size {self.image_size} must be divisible by {down} (2 ** (len(ch_mult) - 1))"
+            )
+        for mult in self.ch_mult:
+            if (self.ch * mult) % self.heads:
+                raise ConfigError(f"width {self.ch * mult} is not divisible by heads={self.heads}")
+
+
+class FiLM(nn.Module):
+    """Per-pixel feature-wise affine modulation ``h * (1 + scale) + shift`` from an embedding map."""
+
+    def __init__(self, emb_ch: int, features: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(emb_ch, 2 * features, 1)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.proj(emb).chunk(2, dim=1)
+        return torch.addcmul(shift, h, 1 + scale)
+
+
+def _resample(h: Tensor, mode: str | None) -> Tensor:
+    if mode == "down":
+        return F.avg_pool2d(h, 2)
+    if mode == "up":
+        return F.interpolate(h, scale_factor=2.0, mode="nearest")
+    return h
+
+
+class ResBlock(nn.Module):
+    """BigGAN-style residual block, optionally resampling, FiLM-conditioned after the first conv."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, emb_ch: int, dropout: float, max_groups: int, resample: str | None = None
+    ) -> None:
+        super().__init__()
+        self.resample = resample
+        self.norm1 = group_norm(in_ch, max_groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.norm2 = group_norm(out_ch, max_groups)
+        self.film = FiLM(emb_ch, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip: nn.Module = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = F.silu(self.norm1(x))
+        h = _resample(h, self.resample)
+        x = _resample(x, self.resample)
+        h = self.conv1(h)
+        h = F.silu(self.film(self.norm2(h), emb))
+        h = self.conv2(self.dropout(h))
+        return (h + self.skip(x)) * SKIP_SCALE
+
+
+class FrameAttention(nn.Module):
+    """Attention over the pixels of one frame (``cross=False``) or of the other frame (``cross=True``)."""
+
+    def __init__(self, ch: int, heads: int, max_groups: int, cross: bool) -> None:
+        super().__init__()
+        self.cross = cross
+        self.norm = group_norm(ch, max_groups)
+        self.attn = Attention(ch, heads)
+        zero_init(self.attn.proj)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, height, width = x.shape
+        tokens = to_tokens(self.norm(x))
+        context = None
+        if self.cross:  # frames are interleaved (cond, target) per sample: swap them
+            context = tokens.view(n // 2, 2, height * width, c).flip(1).reshape(n, height * width, c)
+        out = self.attn(tokens, context)
+        return (x + from_tokens(out, height, width)) * SKIP_SCALE
+
+
+class XUNetBlock(nn.Module):
+    """ResBlock, then (at attention resolutions) self-attention and cross-frame attention."""
+
+    def __init__(self, in_ch: int, out_ch: int, config: XUNetConfig, use_attn: bool) -> None:
+        super().__init__()
+        self.res = ResBlock(in_ch, out_ch, config.emb_ch, config.dropout, config.norm_groups)
+        self.attn = (
+            nn.Sequential(
+                FrameAttention(out_ch, config.heads, config.norm_groups, cross=False),
+                FrameAttention(out_ch, config.heads, config.norm_groups, cross=True),
+            )
+            if use_attn
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.attn(self.res(x, emb))
+
+
+class XUNet(nn.Module):
+    """3DiM X-UNet with the common backbone call signature (see ``docs/architecture.md``)."""
+
+    def __init__(self, config: XUNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        levels = len(c.ch_mult)
+        widths = [c.ch * m for m in c.ch_mult]
+
+        self.noise_embed = NoiseLevelEmbedding(c.emb_ch)
+        self.pose_embed = PoseEmbedding(c)
+        # One projection per level: rays are traced at each level's own resolution (exact pixel centres).
+        self.pose_proj = nn.ModuleList(nn.Conv2d(self.pose_embed.out_channels, c.emb_ch, 1) for _ in widths)
+        self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
+
+        res = c.image_size
+        skips = [c.ch]
+        ch = c.ch
+        self.down = nn.ModuleList()
+        for i, width in enumerate(widths):
+            level = nn.Module()
+            level.blocks = nn.ModuleList()
+            for _ in range(c.num_res_blocks):
+                level.blocks.append(XUNetBlock(ch, width, c, res in c.attn_resolutions))
+                ch = width
+                skips.append(ch)
+            if i != levels - 1:
+                level.downsample = ResBlock(ch, ch, c.emb_ch, c.dropout, c.norm_groups, resample="down")
+                skips.append(ch)
+                res //= 2
+            self.down.append(level)
+
+        self.middle = XUNetBlock(ch, ch, c, res in c.attn_resolutions)
+
+        self.up = nn.ModuleList()
+        for i in reversed(range(levels)):
+            level = nn.Module()
+            level.blocks = nn.ModuleList()
+            for _ in range(c.num_res_blocks + 1):
+                level.blocks.append(XUNetBlock(ch + skips.pop(), widths[i], c, res in c.attn_resolutions))
+                ch = widths[i]
+            if i != 0:
+                level.upsample = ResBlock(ch, ch, c.emb_ch, c.dropout, c.norm_groups, resample="up")
+                res *= 2
+            self.up.insert(0, level)  # self.up[i] serves level i
+        assert not skips
+
+        self.norm_out = group_norm(ch, c.norm_groups)
+        self.conv_out = zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1))
+
+    def forward(
+        self,
+        z_t: Tensor,
+        logsnr: Tensor,
+        *,
+        cond_image: Tensor,
+        cond_pose: Tensor,
+        target_pose: Tensor,
+        cond_K: Tensor,
+        target_K: Tensor,
+        drop_cond: Tensor | None = None,
+    ) -> Tensor:
+        c = self.config
+        levels = len(c.ch_mult)
+        check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, 2 ** (levels - 1))
+        b, _, height, width = z_t.shape
+        drop = drop_mask(drop_cond, b, z_t.device)
+        if drop is not None:
+            cond_image = torch.where(drop[:, None, None, None], torch.zeros_like(cond_image), cond_image)
+
+        # Embedding maps, one per level: [B*2, emb_ch, h, w] (frame axis folded into batch, cond first).
+        frame_logsnr = torch.stack([torch.full_like(logsnr, LOGSNR_MAX), logsnr], dim=1).flatten()
+        noise = self.noise_embed(frame_logsnr)[:, :, None, None]
+        sizes = [(height >> i, width >> i) for i in range(levels)]
+        pose = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), sizes, drop)
+        embs = [F.silu(noise + proj(p.flatten(0, 1).to(noise.dtype))) for proj, p in zip(self.pose_proj, pose)]
+
+        frames = torch.stack([cond_image, z_t], dim=1)  # [B, 2, 3, H, W]
+        if c.cond_concat:  # each frame also sees the other one, pixel-aligned
+            frames = torch.cat([frames, frames.flip(1)], dim=2)
+        h = self.conv_in(frames.flatten(0, 1))
+
+        hs = [h]
+        for i, level in enumerate(self.down):
+            for block in level.blocks:
+                h = block(h, embs[i])
+                hs.append(h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h, embs[i + 1])
+                hs.append(h)
+        h = self.middle(h, embs[-1])
+        for i in reversed(range(levels)):
+            level = self.up[i]
+            for block in level.blocks:
+                h = block(torch.cat([h, hs.pop()], dim=1), embs[i])
+            if hasattr(level, "upsample"):
+                h = level.upsample(h, embs[i - 1])
+
+        h = h.unflatten(0, (b, 2))[:, 1]  # the target frame; per-sample norms make this exact
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+__all__ = ["XUNet", "XUNetConfig"]

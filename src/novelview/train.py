@@ -1,0 +1,498 @@
+"""Training loop: HF accelerate (DDP over torch.distributed), EMA, atomic checkpoints, exact resume.
+
+Launch it as one process (``novelview train ...``) or across processes and nodes with no code change
+(``torchrun --nproc_per_node=N -m novelview.cli train ...`` or ``accelerate launch``). Gradients are averaged
+across processes by DDP; every process sees a different slice of the global batch.
+
+Reproducibility: what a step does depends only on (seed, step). The global batch of step ``s`` is the sample
+positions ``s*B .. s*B+B-1`` of an endless, seeded stream of dataset items, and its noise is drawn for the whole
+global batch from a generator seeded by (seed, step), then sliced per process. Hence a resumed run repeats an
+uninterrupted one, and N processes compute the same update as one process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from novelview import checkpoint as ckpt
+from novelview.diffusion import DiffusionConfig, draw_noise, regression_loss, training_loss
+from novelview.errors import ConfigError, NovelviewError
+
+Objective = Literal["diffusion", "regression"]
+
+
+@dataclass
+class TrainConfig:
+    """All settings of a training run; stored in every checkpoint's config.json under ``training``."""
+
+    data: str
+    out: str
+    model: str = "xunet-tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 32
+    objective: Objective = "diffusion"
+    regression_loss: Literal["l2", "l1"] = "l2"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    steps: int = 10_000
+    batch_size: int = 32  # global, split across processes
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    ema_decay: float = 0.999
+    seed: int = 0
+    num_workers: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 25
+    val_every: int = 500
+    val_batches: int = 4
+    sample_every: int = 1000
+    sample_steps: int = 25
+    max_nonfinite: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.diffusion, dict):
+            self.diffusion = DiffusionConfig.from_dict(self.diffusion)
+        checks = [
+            (self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (0 < self.lr < 1, f"--lr must lie in (0, 1), got {self.lr}"),
+            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
+            (self.grad_clip > 0, f"gradient clip must be positive, got {self.grad_clip}"),
+            (0 <= self.ema_decay < 1, f"--ema-decay must lie in [0, 1), got {self.ema_decay}"),
+            (8 <= self.image_size <= 1024, f"--size must lie in [8, 1024], got {self.image_size}"),
+            (self.precision in ("fp32", "bf16"), f"--precision must be fp32 or bf16, got {self.precision!r}"),
+            (self.objective in ("diffusion", "regression"), f"--objective must be diffusion or regression"),
+            (self.checkpoint_every >= 1, "--checkpoint-every must be at least 1"),
+            (self.keep_checkpoints >= 1, "--keep must be at least 1"),
+            (self.num_workers >= 0, "--workers must be >= 0"),
+            (self.max_nonfinite >= 1, "max_nonfinite must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["diffusion"] = self.diffusion.to_dict()
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data order
+# ---------------------------------------------------------------------------------------------------------
+
+
+class _SampleStream(Dataset):
+    """Maps a global sample position to a dataset item, deterministically from the seed.
+
+    Position ``p`` lies in epoch ``p // N``; each epoch visits the N items in a seeded permutation, and the
+    dataset's own randomness (which pair of views) is keyed by (epoch, item), so items never depend on which
+    worker or process loads them.
+    """
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self._perm_epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:  # positions are unbounded; DataLoader only needs this for bookkeeping
+        return 2**62
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(len(self.dataset), generator=g)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        epoch, offset = divmod(position, len(self.dataset))
+        index = int(self._permutation(epoch)[offset])
+        return self.dataset.get_item(index, epoch)
+
+
+class _RankBatches(Sampler[list[int]]):
+    """Yields, for each step from ``start`` on, this process's slice of the global batch's positions."""
+
+    def __init__(self, start: int, stop: int, global_batch: int, rank: int, world: int) -> None:
+        self.start, self.stop, self.global_batch = start, stop, global_batch
+        self.lo, self.hi = _rank_slice(global_batch, rank, world)
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            base = step * self.global_batch
+            yield list(range(base + self.lo, base + self.hi))
+
+
+def _rank_slice(global_batch: int, rank: int, world: int) -> tuple[int, int]:
+    per = global_batch // world
+    return rank * per, (rank + 1) * per
+
+
+def _step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 7_919 + step) * 31 + salt)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Trainer
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_checkpoint: Path
+    steps: int
+    final_loss: float
+    nonfinite_steps: int
+    log_file: Path
+    model: nn.Module  # the trained (non-EMA) network, unwrapped from DDP
+
+
+def _lr_lambda(warmup: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+    return factor
+
+
+def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+    ema.requires_grad_(False)
+    return ema
+
+
+def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Path) -> None:
+    for key in ("model", "image_size", "objective", "batch_size"):
+        if saved.get(key) != getattr(cfg, key):
+            raise ConfigError(
+                f"cannot resume {where}: it was trained with {key}={saved.get(key)!r} but this run asks for "
+                f"{key}={getattr(cfg, key)!r}; use the same setting or a new --out directory"
+            )
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run (or resume) training as described by ``cfg``. Returns where the results are."""
+    from accelerate import Accelerator
+
+    from novelview.data.views import MultiViewDataset
+    from novelview.models.presets import build_model
+
+    run_dir = Path(cfg.out)
+    existing = ckpt.list_checkpoints(run_dir)
+    if existing and not resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
+    if resume and not existing:
+        raise ConfigError(f"--resume: no checkpoint found under {run_dir / 'checkpoints'}")
+
+    # Everything that can fail on user input happens before anything is written.
+    dataset = MultiViewDataset(cfg.data, size=cfg.image_size, split="train", seed=cfg.seed)
+    val_dataset = _maybe_split(cfg, "val")
+    overrides = dict(cfg.model_overrides)
+    if cfg.diffusion.learn_variance and cfg.objective == "diffusion":
+        overrides["learn_variance"] = True
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
+    model = build_model(cfg.model, cfg.image_size, **overrides)
+    start_step = 0
+    state: dict[str, Any] | None = None
+    if resume:
+        latest = existing[-1]
+        saved_cfg = ckpt.read_config(latest)
+        _check_resume_compatible(cfg, saved_cfg.training, latest)
+        state = ckpt.load_training_state(latest)
+        model.load_state_dict(ckpt.load_weights(latest, ckpt.MODEL_FILE))
+        start_step = int(state["step"])
+
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    ema = _make_ema(model, cfg.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Not handed to accelerate: it would step the scheduler once per process.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps))
+    nonfinite_total = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        nonfinite_total = int(state.get("nonfinite_total", 0))
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if cfg.batch_size % world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
+    lo, hi = _rank_slice(cfg.batch_size, rank, world)
+    loader = DataLoader(
+        _SampleStream(dataset, cfg.seed),
+        batch_sampler=_RankBatches(start_step, cfg.steps, cfg.batch_size, rank, world),
+        num_workers=cfg.num_workers,
+        persistent_workers=False,
+    )
+    image_shape = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
+
+    checkpoint_config = ckpt.CheckpointConfig(
+        model=accelerator.unwrap_model(model).config.to_dict(),
+        diffusion=cfg.diffusion,
+        objective=cfg.objective,
+        data=dataset.camera_stats(),
+        training=cfg.to_dict(),
+    )
+    logger = _RunLogger(run_dir, enabled=accelerator.is_main_process, append=resume)
+    if accelerator.is_main_process:
+        logger.write_config(cfg)
+
+    def save(step: int) -> Path:
+        path = run_dir / "checkpoints" / f"step_{step:07d}"
+        training_state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "nonfinite_total": nonfinite_total,
+        }
+        checkpoint_config.training = {**cfg.to_dict(), "step": step}
+        ckpt.save_checkpoint(
+            path, accelerator.unwrap_model(model), checkpoint_config, ema=ema.module, training_state=training_state
+        )
+        for old in ckpt.list_checkpoints(run_dir)[: -cfg.keep_checkpoints]:
+            ckpt.remove_checkpoint(old)
+        return path
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start_step,
+        desc="train",
+        unit="step",
+        disable=not (cfg.progress and accelerator.is_main_process),
+        dynamic_ncols=True,
+    )
+    model.train()
+    nonfinite_run = 0
+    last_loss = float("nan")
+    tick, tick_step = time.perf_counter(), start_step
+    final_path = None
+    step = start_step
+    for step, batch in enumerate(loader, start=start_step):
+        batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with accelerator.autocast():
+            if cfg.objective == "regression":
+                losses = regression_loss(model, batch, kind=cfg.regression_loss)
+            else:
+                draw = draw_noise(image_shape, cfg.diffusion, _step_generator(cfg.seed, step))[lo:hi]
+                losses = training_loss(model, batch, cfg.diffusion, draw=draw)
+        loss = losses["loss"]
+        # Every process must agree to skip, or DDP would wait forever for the skipping one's gradients.
+        finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
+        if finite.item() < world:
+            nonfinite_run += 1
+            nonfinite_total += 1
+            optimizer.zero_grad(set_to_none=True)
+            if nonfinite_run >= cfg.max_nonfinite:
+                bar.close()
+                raise NovelviewError(
+                    f"training stopped at step {step}: the loss was NaN/inf {nonfinite_run} steps in a row "
+                    f"({nonfinite_total} skipped in all); lower --lr, use fp32, or check the data. "
+                    f"The last good checkpoint is under {run_dir / 'checkpoints'}"
+                )
+            scheduler.step()
+            bar.update(1)
+            continue
+        nonfinite_run = 0
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update_parameters(accelerator.unwrap_model(model))
+        done = step + 1
+        last_loss = accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
+        bar.update(1)
+
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            img_per_s = (done - tick_step) * cfg.batch_size / max(now - tick, 1e-9)
+            tick, tick_step = now, done
+            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{img_per_s:.0f}")
+            logger.log(
+                {
+                    "step": done,
+                    "loss": last_loss,
+                    "mse": losses["mse"].item(),
+                    "vb": losses["vb"].item(),
+                    "grad_norm": float(grad_norm),
+                    "lr": scheduler.get_last_lr()[0],
+                    "img_per_s": img_per_s,
+                    "nonfinite_total": nonfinite_total,
+                }
+            )
+        if val_dataset is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+            val = _validation_loss(ema.module, val_dataset, cfg, accelerator)
+            if val is not None:
+                logger.log({"step": done, "val_loss": val})
+        if accelerator.is_main_process and cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+            _write_sample_grid(ema.module, val_dataset or dataset, cfg, run_dir / "samples" / f"step_{done:07d}.png")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                final_path = save(done)
+            accelerator.wait_for_everyone()
+    bar.close()
+    if accelerator.is_main_process:
+        logger.plot()
+    accelerator.wait_for_everyone()
+    latest = ckpt.list_checkpoints(run_dir)
+    final_path = latest[-1] if latest else final_path
+    logger.close()
+    trained = accelerator.unwrap_model(model)
+    return TrainResult(run_dir, final_path, cfg.steps, last_loss, nonfinite_total, logger.file, trained)
+
+
+def _maybe_split(cfg: TrainConfig, split: str) -> Any:
+    from novelview.data.views import MultiViewDataset
+
+    try:
+        ds = MultiViewDataset(cfg.data, size=cfg.image_size, split=split, seed=cfg.seed)
+    except NovelviewError:
+        return None
+    return ds if len(ds) > 0 else None
+
+
+@torch.no_grad()
+def _validation_loss(model: nn.Module, dataset: Any, cfg: TrainConfig, accelerator: Any) -> float | None:
+    """Loss of the EMA model on held-out objects, with fixed noise so successive values compare."""
+    model.eval()
+    stream = _SampleStream(dataset, cfg.seed + 1)
+    per_batch = min(cfg.batch_size, 16)
+    losses = []
+    for b in range(cfg.val_batches):
+        items = [stream[b * per_batch + j] for j in range(per_batch)]
+        batch = {k: torch.stack([it[k] for it in items]).to(accelerator.device) for k in items[0] if k.endswith(("image", "pose", "K"))}
+        with accelerator.autocast():
+            if cfg.objective == "regression":
+                out = regression_loss(model, batch, kind=cfg.regression_loss)
+            else:
+                shape = tuple(batch["target_image"].shape)
+                out = training_loss(model, batch, cfg.diffusion, draw=draw_noise(shape, cfg.diffusion, _step_generator(cfg.seed, b, salt=1)))
+        losses.append(out["loss"].item())
+    return sum(losses) / len(losses) if losses else None
+
+
+def _write_sample_grid(model: nn.Module, dataset: Any, cfg: TrainConfig, path: Path, n: int = 8) -> None:
+    """condition | ground truth | generated, for a few fixed held-out pairs (EMA weights)."""
+    from novelview.images import make_grid
+    from novelview.sampling import generate
+
+    stream = _SampleStream(dataset, cfg.seed + 2)
+    items = [stream[i] for i in range(min(n, len(dataset)))]
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k.endswith(("image", "pose", "K"))}
+    was_training = model.training
+    model.eval()
+    generated = generate(
+        model,
+        batch,
+        cfg.diffusion,
+        objective=cfg.objective,
+        steps=cfg.sample_steps,
+        guidance=1.0,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    model.train(was_training)
+    rows = [[batch["cond_image"][i], batch["target_image"][i], generated[i]] for i in range(len(items))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(rows).save(path)
+
+
+class _RunLogger:
+    """JSONL metrics log, optional TensorBoard scalars, and a loss-curve PNG."""
+
+    def __init__(self, run_dir: Path, enabled: bool, append: bool) -> None:
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.file = run_dir / "log.jsonl"
+        self._fh = None
+        self._tb = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.file, "a" if append else "w")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self._tb = None
+
+    def write_config(self, cfg: TrainConfig) -> None:
+        (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"time": time.time(), **record}
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, record["step"])
+
+    def plot(self) -> None:
+        if not self.enabled or not self.file.exists():
+            return
+        plot_training_curves(self.file, self.run_dir / "loss.png")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def plot_training_curves(log_file: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_pts, val_pts = [], []
+    for line in log_file.read_text().splitlines():
+        rec = json.loads(line)
+        if "loss" in rec:
+            train_pts.append((rec["step"], rec["loss"]))
+        if "val_loss" in rec:
+            val_pts.append((rec["step"], rec["val_loss"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train_pts:
+        ax.plot(*zip(*train_pts), label="train loss")
+    if val_pts:
+        ax.plot(*zip(*val_pts), "o-", label="val loss (EMA)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)

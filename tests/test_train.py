@@ -1,0 +1,212 @@
+"""Training: multi-process equality, exact resume, crash safety, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from novelview import checkpoint as ckpt
+from novelview.errors import ConfigError, NovelviewError
+from novelview.train import TrainConfig, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "novelview.cli", *args], capture_output=True, text=True, env=ENV, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"novelview {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "synth"
+    _cli("data", "synth", str(out), "--objects", "12", "--views", "6", "--size", "32", "--seed", "3")
+    return out
+
+
+def _cfg(dataset: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(dataset), out=str(out), model="xunet-tiny", image_size=16, steps=4, batch_size=4, lr=1e-3,
+        warmup_steps=2, checkpoint_every=2, log_every=1, val_every=1000, sample_every=0, progress=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run: Path, name: str = ckpt.MODEL_FILE) -> dict[str, torch.Tensor]:
+    return load_file(str(ckpt.list_checkpoints(run)[-1] / name))
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=1e-4, msg=f"parameter {key} differs")
+
+
+def test_resume_equals_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
+    straight = tmp_path / "straight"
+    train(_cfg(dataset, straight, steps=6, checkpoint_every=3))
+    split = tmp_path / "split"
+    train(_cfg(dataset, split, steps=3, checkpoint_every=3))
+    train(_cfg(dataset, split, steps=6, checkpoint_every=3), resume=True)
+    _assert_same(_weights(straight), _weights(split), atol=1e-6)
+    _assert_same(_weights(straight, ckpt.EMA_FILE), _weights(split, ckpt.EMA_FILE), atol=1e-6)
+    steps = [json.loads(line)["step"] for line in (split / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 6
+
+
+def test_two_processes_match_one_process(dataset: Path, tmp_path: Path) -> None:
+    common = [
+        "train", "--data", str(dataset), "--model", "xunet-tiny", "--size", "16", "--steps", "3",
+        "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--checkpoint-every", "3", "--sample-every", "0",
+        "--val-every", "1000",
+    ]
+    single = tmp_path / "single"
+    _cli(*common, "--out", str(single))
+    multi = tmp_path / "multi"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "novelview.cli", *common, "--out", str(multi),
+        ],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # One checkpoint written (rank 0 only), equal to the single-process run up to float reassociation.
+    _assert_same(_weights(single), _weights(multi), atol=2e-5)
+
+
+def test_two_processes_end_with_identical_parameters(dataset: Path, tmp_path: Path) -> None:
+    """Each rank dumps its own parameters: DDP must keep them bit-identical (the 3DiM seed's bug)."""
+    script = tmp_path / "rank_dump.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from novelview.train import TrainConfig, train\n"
+        f"cfg = TrainConfig(data={str(dataset)!r}, out=sys.argv[1], image_size=16, steps=3, batch_size=4,"
+        " lr=1e-3, checkpoint_every=3, sample_every=0, val_every=1000, progress=False)\n"
+        "res = train(cfg)\n"
+        "torch.save(res.model.state_dict(), sys.argv[1] + f\"/rank{os.environ['RANK']}.pt\")\n"
+    )
+    out = tmp_path / "ranks"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(out / "rank0.pt")
+    r1 = torch.load(out / "rank1.pt")
+    initial = _fresh_weights()
+    assert any(not torch.equal(r0[k], initial[k]) for k in r0), "training changed nothing"
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), f"ranks disagree on {key}"
+
+
+def _fresh_weights() -> dict[str, torch.Tensor]:
+    from novelview.models.presets import build_model
+
+    torch.manual_seed(0)
+    return build_model("xunet-tiny", 16).state_dict()
+
+
+def test_sigkill_during_checkpointing_leaves_a_loadable_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    args = [
+        sys.executable, "-m", "novelview.cli", "train", "--data", str(dataset), "--out", str(run), "--size", "16",
+        "--steps", "100000", "--batch-size", "2", "--checkpoint-every", "1", "--keep", "2", "--sample-every", "0",
+        "--val-every", "100000",
+    ]
+    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(ckpt.list_checkpoints(run)) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert ckpt.list_checkpoints(run), "training wrote no checkpoint"
+        # It now writes a checkpoint at every step; kill it at a few arbitrary moments.
+        for delay in (0.013, 0.037, 0.071):
+            time.sleep(delay)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    latest = ckpt.list_checkpoints(run)[-1]
+    model, config = ckpt.load_model(latest)
+    assert config.image_size == 16
+    state = ckpt.load_training_state(latest)
+    assert state["step"] == int(latest.name.split("_")[1])
+    # And training resumes from it.
+    _cli(*args[3:8], str(run), "--size", "16", "--steps", str(state["step"] + 1), "--batch-size", "2",
+         "--checkpoint-every", "1", "--sample-every", "0", "--val-every", "100000", "--resume")
+
+
+def test_end_to_end_loss_falls_and_checkpoint_samples(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "e2e"
+    result = train(_cfg(dataset, run, steps=60, batch_size=8, lr=2e-3, checkpoint_every=60, sample_every=60,
+                        val_every=30, warmup_steps=5))
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:5]) / 5, losses
+    assert any("val_loss" in r for r in records)
+    assert (run / "loss.png").stat().st_size > 0
+    assert (run / "samples" / "step_0000060.png").is_file()
+    from novelview.pipeline import Pipeline
+
+    pipe = Pipeline.from_checkpoint(result.final_checkpoint)
+    image = Path(dataset).glob("*/rgb/000000.png").__next__()
+    views = pipe.synthesize(image, azimuth=90.0, elevation=0.0, steps=5, seed=0)
+    assert views[0].size == (16, 16)
+
+
+def test_bad_input_writes_nothing(dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ConfigError, match="xunet-huge"):
+        train(_cfg(dataset, out, model="xunet-huge"))
+    with pytest.raises(NovelviewError, match="nope"):
+        train(_cfg(tmp_path / "nope", out))
+    with pytest.raises(ConfigError, match="lr"):
+        _cfg(dataset, out, lr=-1)
+    assert not out.exists()
+    proc = _cli("train", "--data", str(dataset), "--out", str(out), "--model", "xunet-huge", check=False)
+    assert proc.returncode != 0 and "xunet-huge" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_resume_with_other_image_size_is_refused(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    train(_cfg(dataset, run, steps=2, checkpoint_every=2))
+    with pytest.raises(ConfigError, match="image_size"):
+        train(_cfg(dataset, run, steps=4, image_size=32), resume=True)
+
+
+def test_nonfinite_loss_is_skipped_then_stops_with_clear_message(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import novelview.train as train_module
+
+    real_loss = train_module.training_loss
+    calls = {"n": 0}
+
+    def loss_turning_nan(*args, **kwargs):
+        out = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 2:  # two good steps (one checkpoint), then a diverged run
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(train_module, "training_loss", loss_turning_nan)
+    run = tmp_path / "nan"
+    with pytest.raises(NovelviewError, match="NaN/inf 3 steps in a row"):
+        train(_cfg(dataset, run, steps=50, checkpoint_every=2, max_nonfinite=3))
+    weights = _weights(run)
+    assert all(torch.isfinite(v).all() for v in weights.values()), "NaN reached the saved weights"
