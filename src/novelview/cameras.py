@@ -322,6 +322,27 @@ def project(points: Tensor, pose: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     return uv, depth
 
 
+def gl_projection(k: Tensor, height: int, width: int, near: float, far: float) -> Tensor:
+    """OpenGL projection for an OpenCV camera: ``clip = P @ [x_cam, y_cam, z_cam, 1]``.
+
+    Rasterising with it puts a camera-frame point exactly where :func:`project` says (pixel centres at
+    ``u + 0.5, v + 0.5``: NDC ``x = 2u / W - 1``, ``y = 2v / H - 1``), so GL window row ``y`` *is* image row
+    ``v`` and pixels read back with ``glReadPixels`` need no vertical flip (the triangle winding flips, so do
+    not cull faces by winding). Depth ``z_cam`` in ``[near, far]`` maps to NDC ``[-1, 1]``.
+    """
+    k = k.double()
+    fx, fy, cx, cy = k[..., 0, 0], k[..., 1, 1], k[..., 0, 2], k[..., 1, 2]
+    p = torch.zeros(*k.shape[:-2], 4, 4, dtype=torch.float64, device=k.device)
+    p[..., 0, 0] = 2.0 * fx / width
+    p[..., 0, 2] = 2.0 * cx / width - 1.0
+    p[..., 1, 1] = 2.0 * fy / height
+    p[..., 1, 2] = 2.0 * cy / height - 1.0
+    p[..., 2, 2] = (far + near) / (far - near)
+    p[..., 2, 3] = -2.0 * far * near / (far - near)
+    p[..., 3, 2] = 1.0
+    return p
+
+
 def angle_between_views(pose_a: Tensor, pose_b: Tensor) -> Tensor:
     """Angle in degrees between two cameras' viewing directions (their optical axes)."""
     za = pose_a[..., :3, 2]
@@ -343,6 +364,7 @@ __all__ = [
     "focal_from_fov",
     "fov_from_focal",
     "fov_of",
+    "gl_projection",
     "intrinsics",
     "intrinsics_from_fov",
     "invert_pose",

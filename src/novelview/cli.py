@@ -27,7 +27,84 @@ app.add_typer(data_app, name="data")
 # ============================================================== data (issue: foundation)
 
 
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Argument(..., help="Output directory (written atomically; refused if non-empty)."),
+    objects: int = typer.Option(20, "--objects", help="Number of random objects."),
+    views: int = typer.Option(50, "--views", help="Views per object."),
+    size: int = typer.Option(64, "--size", help="Square image size in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    radius: float = typer.Option(2.5, "--radius", help="Camera distance from the origin."),
+    fov: float = typer.Option(40.0, "--fov", help="Horizontal field of view, degrees."),
+    elevation: tuple[float, float] = typer.Option((-10.0, 45.0), "--elevation", help="MIN MAX camera elevation, degrees."),
+    max_primitives: int = typer.Option(4, "--max-primitives", help="Primitives per object (1..N)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Render a procedural multi-view dataset (SRN layout + depth + masks + dataset.json)."""
+    from novelview.data.synthetic import SynthConfig, generate
+    from novelview.data.viewpoints import CameraDistribution
+
+    cams = CameraDistribution(radius=radius, fov_deg=fov, elevation_range=(elevation[0], elevation[1]))
+    cfg = SynthConfig(objects=objects, views=views, size=size, seed=seed, cameras=cams, max_primitives=max_primitives)
+    generate(out, cfg, overwrite=overwrite, progress=not quiet)
+    typer.echo(f"wrote {objects} objects x {views} views at {size}x{size} to {out}")
+
+
+@data_app.command("info")
+def data_info(
+    path: Path = typer.Argument(..., help="Dataset directory (SRN, Blender, ring or MVC pairs)."),
+    format: str = typer.Option("auto", "--format", help="auto, srn, blender, ring or mvc."),
+    quick: bool = typer.Option(False, "--quick", help="Skip fully decoding every image."),
+) -> None:
+    """Summarise a dataset and list every problem found; exit code 1 if it is unusable."""
+    from novelview.data.info import inspect_dataset
+
+    report = inspect_dataset(path, format=format, decode=not quick)
+    for line in report.lines():
+        typer.echo(line)
+    if not report.usable:
+        raise typer.Exit(1)
+
+
 # ============================================================== models (issue: backbones)
+
+
+@app.command("models")
+def models_list(
+    size: Optional[int] = typer.Option(None, "--size", help="Image size for every preset (default: each preset's own)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the model presets with parameter counts and GFLOPs per forward (counted on the meta device)."""
+    import json
+
+    import torch
+
+    from novelview.models.presets import PRESETS, build_model, count_parameters, forward_flops
+
+    rows = []
+    for name, preset in PRESETS.items():
+        with torch.device("meta"):  # nothing is allocated, so the 450M-parameter preset lists instantly
+            model = build_model(name, size)
+        rows.append(
+            {
+                "preset": name,
+                "family": preset.family,
+                "image_size": model.config.image_size,
+                "params": count_parameters(model),
+                "gflops": forward_flops(model) / 1e9,
+                "description": preset.description,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"{'preset':<13} {'family':<6} {'size':>5} {'params':>9} {'GFLOPs/fwd':>11}  description")
+    for r in rows:
+        typer.echo(
+            f"{r['preset']:<13} {r['family']:<6} {r['image_size']:>5} {r['params'] / 1e6:>8.2f}M "
+            f"{r['gflops']:>11.2f}  {r['description']}"
+        )
 
 
 # ============================================================== train
@@ -101,6 +178,209 @@ def train(
 
 # ============================================================== sample / orbit
 
+_CHECKPOINT_HELP = "Checkpoint or training-run directory (default: the shipped model, or $NOVELVIEW_CHECKPOINT)."
+_SAMPLER_HELP = "dpmpp (DPM-Solver++ 2M), ddim or ddpm (ancestral)."
+_GUIDANCE_HELP = "Classifier-free guidance weight w: 1 = plain conditional, 0 = unconditional (default 3)."
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _progress_bar(desc: str):
+    """A ``progress(done, total)`` callback drawing a tqdm bar (rate and ETA) on stderr, and a closer."""
+    from tqdm.auto import tqdm
+
+    state: dict = {}
+
+    def progress(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+        bar.update(done - bar.n)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return progress, close
+
+
+def _read_poses_file(path: Path):
+    """``(input_pose or None, target_poses [N,4,4])`` from JSON: a 4x4 matrix, a list of them, or
+    ``{"target_poses": [...], "input_pose": 4x4}`` (OpenCV camera-to-world)."""
+    import json
+
+    from novelview.errors import DataError, PoseError
+    from novelview.pipeline import as_poses
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: pose file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable JSON pose file ({err})") from None
+    input_pose = None
+    if isinstance(data, dict):
+        if "target_poses" not in data:
+            raise PoseError(f"{path}: expected a list of 4x4 matrices or an object with 'target_poses'")
+        input_pose = data.get("input_pose")
+        if input_pose is not None:
+            input_pose = as_poses(input_pose, f"{path}: input_pose")
+        data = data["target_poses"]
+    return input_pose, as_poses(data, str(path))
+
+
+def _output_path(out: Path, suffixes: tuple[str, ...]) -> Path:
+    from novelview.errors import ConfigError
+
+    if out.suffix.lower() not in suffixes:
+        raise ConfigError(f"--out {out}: the file name must end in {' or '.join(suffixes)}")
+    if out.exists() and out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name")
+    return out
+
+
+def _upscale(frames: list, factor: int, method: str) -> list:
+    from PIL import Image
+
+    if factor == 1:
+        return frames
+    resample = {"nearest": Image.Resampling.NEAREST, "bicubic": Image.Resampling.BICUBIC}[method]
+    return [f.resize((f.width * factor, f.height * factor), resample) for f in frames]
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write via ``write(tmp_path)`` to a hidden sibling, then rename: no half-written output on a crash."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_orbit(frames: list, out: Path, fps: float = 8.0, columns: int | None = None) -> list[Path]:
+    """Write frames as ``out`` (.gif / .mp4 / .png) plus a PNG contact sheet beside it; returns the paths."""
+    import math
+
+    import numpy as np
+
+    from novelview.images import make_grid, save_image
+
+    cols = columns or math.ceil(math.sqrt(len(frames)))
+    sheet = make_grid([frames[i : i + cols] for i in range(0, len(frames), cols)])
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        return [save_image(sheet, out)]
+    arrays = np.stack([np.asarray(f.convert("RGB")) for f in frames])
+    if suffix == ".gif":
+        import imageio.v3 as iio
+
+        _write_atomic(out, lambda p: iio.imwrite(p, arrays, extension=".gif", duration=1000.0 / fps, loop=0))
+    else:
+        import imageio.v3 as iio
+
+        # libx264 wants sides divisible by 16 for broad player support; imageio-ffmpeg pads/resizes if not.
+        _write_atomic(
+            out, lambda p: iio.imwrite(p, arrays, plugin="FFMPEG", fps=fps, macro_block_size=16)
+        )
+    sheet_path = out.with_name(f"{out.stem}_sheet.png")
+    return [out, save_image(sheet, sheet_path)]
+
+
+@app.command()
+def sample(
+    image: Path = typer.Option(..., "--image", help="Input picture of the object (PNG/JPEG/...; alpha -> white)."),
+    out: Path = typer.Option(..., "--out", help="Output .png (several targets: OUT_000.png, OUT_001.png, ...)."),
+    azimuth: Optional[float] = typer.Option(None, "--azimuth", help="Degrees to turn around the object, relative to the input view."),
+    elevation: Optional[float] = typer.Option(None, "--elevation", help="Degrees to move up (+) or down (-), relative to the input view."),
+    radius: Optional[float] = typer.Option(None, "--radius", help="Target camera distance (default: the input camera's)."),
+    poses: Optional[Path] = typer.Option(None, "--poses", help="JSON list of absolute 4x4 OpenCV camera-to-world matrices (instead of --azimuth/--elevation)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
+    steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps."),
+    sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same views)."),
+    input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help="Elevation of the input camera (default: the training data's mean)."),
+    pad: bool = typer.Option(False, "--pad", help="Pad a non-square input with white instead of centre-cropping it."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto."),
+) -> None:
+    """Paint the object in IMAGE as seen from another camera."""
+    from novelview.errors import ConfigError
+    from novelview.images import save_image
+    from novelview.pipeline import Pipeline
+
+    out = _output_path(out, (".png", ".jpg", ".jpeg", ".webp"))
+    if poses is not None and (azimuth is not None or elevation is not None or radius is not None):
+        raise ConfigError("give either --poses or --azimuth/--elevation/--radius, not both")
+    if poses is None and azimuth is None and elevation is None and radius is None:
+        raise ConfigError("no target camera: give --azimuth/--elevation (relative degrees) or --poses FILE")
+    input_pose, targets = _read_poses_file(poses) if poses is not None else (None, None)
+    pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
+    progress, close = _progress_bar("sampling")
+    try:
+        views = pipe.synthesize(
+            image, target_poses=targets, azimuth=azimuth, elevation=elevation, radius=radius, input_pose=input_pose,
+            steps=steps, guidance=guidance, sampler=sampler, seed=seed, progress=progress,
+            input_elevation=input_elevation, crop="pad" if pad else "center",
+        )
+    finally:
+        close()
+    paths = [out] if len(views) == 1 else [out.with_name(f"{out.stem}_{i:03d}{out.suffix}") for i in range(len(views))]
+    for view, path in zip(views, paths):
+        save_image(view, path)
+    typer.echo("\n".join(str(p) for p in paths))
+
+
+@app.command()
+def orbit(
+    image: Path = typer.Option(..., "--image", help="Input picture of the object."),
+    out: Path = typer.Option(..., "--out", help="Output .gif or .mp4 (a PNG contact sheet OUT_sheet.png is written beside it), or .png for the sheet only."),
+    views: int = typer.Option(24, "--views", min=1, help="Frames around the full turn (frame 0 is the input view)."),
+    elevation: Optional[float] = typer.Option(None, "--elevation", help="Orbit elevation relative to the input view (degrees; default 0)."),
+    radius: Optional[float] = typer.Option(None, "--radius", help="Camera distance of the orbit (default: the input camera's)."),
+    stochastic: bool = typer.Option(True, "--stochastic/--no-stochastic", help="3DiM stochastic conditioning on all views so far (default), or condition every view on the input only."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
+    steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps per view."),
+    sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
+    input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help="Elevation of the input camera (default: the training data's mean)."),
+    upscale: int = typer.Option(1, "--upscale", min=1, max=16, help="Enlarge frames K times for viewing."),
+    upscale_filter: str = typer.Option("nearest", "--upscale-filter", help="nearest or bicubic."),
+    fps: float = typer.Option(8.0, "--fps", min=0.1, max=60.0, help="Frames per second of the animation."),
+    pad: bool = typer.Option(False, "--pad", help="Pad a non-square input with white instead of centre-cropping it."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto."),
+) -> None:
+    """Generate VIEWS frames around the object in IMAGE and write an animation plus a contact sheet."""
+    from novelview.errors import ConfigError
+    from novelview.pipeline import Pipeline
+
+    out = _output_path(out, (".gif", ".mp4", ".png"))
+    if upscale_filter not in ("nearest", "bicubic"):
+        raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
+    pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
+    progress, close = _progress_bar("orbit")
+    try:
+        frames = pipe.orbit(
+            image, n_views=views, elevation=elevation, stochastic=stochastic, radius=radius, steps=steps,
+            guidance=guidance, sampler=sampler, seed=seed, progress=progress, input_elevation=input_elevation,
+            crop="pad" if pad else "center",
+        )
+    finally:
+        close()
+    written = write_orbit(_upscale(frames, upscale, upscale_filter), out, fps=fps)
+    typer.echo("\n".join(str(p) for p in written))
+
+
 
 # ============================================================== eval
 
@@ -108,10 +388,74 @@ def train(
 # ============================================================== serve
 
 
+@app.command()
+def serve(
+    checkpoint: Optional[Path] = typer.Option(
+        None, "--checkpoint", help="Checkpoint directory (default: the shipped model, or $NOVELVIEW_CHECKPOINT)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 exposes the demo to the network."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    max_queue: int = typer.Option(8, "--max-queue", min=1, help="Jobs allowed to wait; more are refused with 429."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Upload size limit in MB."),
+    ttl: float = typer.Option(3600.0, "--ttl", min=1.0, help="Seconds finished results are kept."),
+    max_jobs: int = typer.Option(100, "--max-jobs", min=1, help="Finished jobs kept (oldest are deleted)."),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Web demo and HTTP API (needs the "serve" extra): open http://HOST:PORT/ in a browser."""
+    try:
+        from novelview.serve.app import create_app
+        from novelview.serve.server import is_loopback, run
+    except ImportError as err:
+        raise NovelviewError(f"the web server needs the [serve] extra: pip install 'novelview[serve]' ({err})") from None
+    if not is_loopback(host):
+        typer.secho(f"warning: binding to {host}: anyone who can reach this machine can use the demo", err=True,
+                    fg=typer.colors.YELLOW)
+    web_app = create_app(
+        checkpoint, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * 1024 * 1024), job_ttl_s=ttl,
+        max_jobs=max_jobs,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"novelview demo on http://{shown}:{port}/ (API schema: /openapi.json); Ctrl-C stops it")
+    run(web_app, host=host, port=port, log_level=log_level)
+
+
 # ============================================================== demo
 
 
 # ============================================================== render (data render)
+
+
+@data_app.command("render")
+def data_render(
+    mesh_dir: Path = typer.Argument(..., help="Folder of meshes (.glb .gltf .obj .ply .stl .off), searched recursively."),
+    out: Path = typer.Argument(..., help="Output dataset folder (resumable: complete objects are skipped)."),
+    views: int = typer.Option(50, "--views", help="Views per object."),
+    size: int = typer.Option(64, "--size", help="Square image size in pixels."),
+    format: str = typer.Option("srn", "--format", help="Output layout: srn or blender."),
+    camera_mode: str = typer.Option("random", "--cameras", help="random (uniform azimuth/elevation) or orbit."),
+    elevation: tuple[float, float] = typer.Option((-10.0, 45.0), "--elevation", help="MIN MAX camera elevation, degrees."),
+    radius: float = typer.Option(2.5, "--radius", help="Camera distance from the origin (objects fill radius 0.8)."),
+    fov: float = typer.Option(40.0, "--fov", help="Horizontal field of view, degrees."),
+    seed: int = typer.Option(0, "--seed", help="Camera seed (per object: seed + object name)."),
+    workers: int = typer.Option(1, "--workers", help="Parallel renderer processes."),
+    antialias: int = typer.Option(1, "--antialias", help="N x N samples per pixel."),
+    up: str = typer.Option("auto", "--up", help="Up axis of the files: auto (y for glb/gltf/obj, else z), y or z."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT first instead of resuming."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Render a folder of meshes into a multi-view dataset (same layout and cameras as `data synth`)."""
+    from novelview.data.viewpoints import CameraDistribution
+    from novelview.render.dataset import RenderConfig, render_dataset
+
+    cams = CameraDistribution(radius=radius, fov_deg=fov, elevation_range=(elevation[0], elevation[1]),
+                              mode=camera_mode)  # type: ignore[arg-type]
+    cfg = RenderConfig(views=views, size=size, format=format, cameras=cams, seed=seed, antialias=antialias,  # type: ignore[arg-type]
+                       up=up)  # type: ignore[arg-type]
+    summary = render_dataset(mesh_dir, out, cfg, workers=workers, overwrite=overwrite, progress=not quiet)
+    typer.echo(f"rendered {len(summary.rendered)}, skipped {len(summary.skipped)} already complete, "
+               f"failed {len(summary.failed)}" + (f" (listed in {out / 'failures.txt'})" if summary.failed else ""))
+    if summary.failed and not summary.rendered and not summary.skipped:
+        raise ConfigError(f"no mesh in {mesh_dir} could be rendered; see {out / 'failures.txt'}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -124,7 +124,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 def _array_to_pil(arr: np.ndarray, label: str) -> Image.Image:
     """HxW, HxWx1, HxWx3 or HxWx4 arrays; uint8, uint16 or float in [0, 1]."""
-    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+    if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[-1] > 4:
         arr = np.moveaxis(arr, 0, -1)  # channels-first input
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
@@ -227,7 +227,14 @@ def pil_to_tensor(img: Image.Image) -> Tensor:
 
 def uint8_to_tensor(arr: np.ndarray | Tensor) -> Tensor:
     """uint8 ``[H, W, 3]`` (numpy) or ``[3, H, W]`` (tensor) -> float32 ``[3, H, W]`` in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1) if isinstance(arr, np.ndarray) else arr
+    if isinstance(arr, np.ndarray):
+        # PIL-backed arrays are read-only; torch wants writable memory, and we convert (copy) anyway.
+        arr = arr if arr.flags.writeable and arr.flags.c_contiguous else np.array(arr)
+        t = torch.from_numpy(arr).permute(2, 0, 1)
+    else:
+        t = arr
+    if t.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 pixels, got {t.dtype}")
     return t.to(torch.float32).div_(127.5).sub_(1.0)
 
 

@@ -42,6 +42,7 @@ class BackboneConfig:
 
     family: ClassVar[str] = ""
 
+    preset: str | None = None  # the preset this config came from (informational; build_model sets it)
     image_size: int = 64
     learn_variance: bool = False  # 6 output channels: prediction, then variance interpolation v in [-1, 1]
     cond_concat: bool = False  # also concatenate the condition view onto the target's input channels

@@ -1,0 +1,170 @@
+"""Dataset readers: every on-disk format becomes a list of :class:`Scene` records.
+
+Formats (see each module's docstring for the exact layout):
+
+* ``srn``     -- ``<object>/rgb``, ``<object>/pose``, ``<object>/intrinsics.txt`` (3DiM seed, `data synth`)
+* ``blender`` -- NeRF ``transforms_{train,val,test}.json``
+* ``ring``    -- ``<object>/000.png..005.png``, 60 degrees apart (DiT seed, Objaverse-style)
+* ``mvc``     -- ``<item>/1.jpg + 3.jpg`` (or ``left/right``, ``0/1``) pairs (DiT seed, MVC)
+
+``open_dataset(path)`` detects the format and raises the first problem as a ``DataError``/``PoseError``
+naming the file; ``open_dataset(path, strict=False)`` instead skips broken views/objects and lists every
+problem in ``collection.problems`` (what `novelview data info` prints).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from novelview import cameras
+from novelview.data.formats.blender import read_blender
+from novelview.data.formats.pairs import ImpliedCameras, is_mvc_dataset, is_ring_dataset, read_mvc, read_rings
+from novelview.data.formats.scene import Problems, Scene, SceneCollection, camera_statistics
+from novelview.data.formats.srn import find_objects as _srn_objects
+from novelview.data.formats.srn import read_srn
+from novelview.data.formats.blender import find_scenes as _blender_scenes
+from novelview.errors import DataError, NovelviewError
+from novelview.images import Crop, load_mask, open_image, read_rgb, resize, square, square_box, uint8_to_tensor
+
+FORMATS = ("srn", "blender", "ring", "mvc")
+
+
+def detect_format(path: str | Path) -> str:
+    """The format of the dataset at ``path``: one of :data:`FORMATS` (DataError if none matches)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: dataset folder not found")
+    if not path.is_dir():
+        raise DataError(f"{path}: expected a dataset folder, found a file")
+    if not any(p for p in path.iterdir() if not p.name.startswith(".")):
+        raise DataError(f"{path}: dataset folder is empty")
+    if _blender_scenes(path):
+        return "blender"
+    if _srn_objects(path):
+        return "srn"
+    if is_ring_dataset(path):
+        return "ring"
+    if is_mvc_dataset(path):
+        return "mvc"
+    raise DataError(
+        f"{path}: unrecognised dataset layout; expected SRN (<object>/rgb, pose, intrinsics.txt), "
+        "Blender (transforms_*.json), rings (<object>/000.png, 001.png, ...) or MVC pairs (<item>/1.jpg + 3.jpg)"
+    )
+
+
+def open_dataset(path: str | Path, format: str = "auto", strict: bool = True, **reader_args: Any) -> SceneCollection:
+    """Read a dataset into a :class:`SceneCollection` (a ``list[Scene]``).
+
+    ``format``: ``"auto"`` or one of :data:`FORMATS`. ``reader_args`` go to the reader (e.g. the
+    :class:`~novelview.data.formats.pairs.ImpliedCameras` fields ``elevation_deg=20`` for rings/MVC).
+    Strict (default): raise the first problem. Lenient: skip what is broken, list it in ``.problems``.
+    Every scene returned has at least two views (a pair is the unit of novel view synthesis).
+    """
+    path = Path(path)
+    problems = Problems(strict=strict)
+    fmt = detect_format(path) if format == "auto" else format
+    readers = {"srn": read_srn, "blender": read_blender, "ring": read_rings, "mvc": read_mvc}
+    if fmt not in readers:
+        raise DataError(f"unknown dataset format {format!r}; choose auto or one of {', '.join(FORMATS)}")
+    if reader_args and fmt not in ("ring", "mvc"):
+        raise DataError(f"format {fmt} takes no reader options (got {sorted(reader_args)})")
+    collection: SceneCollection = readers[fmt](path, problems=problems, **reader_args)
+    usable = []
+    for scene in collection:
+        if scene.num_views < 2:
+            problems.add(DataError(f"{scene.root or scene.name}: only {scene.num_views} usable view; novel view "
+                                   "synthesis needs at least 2 per object"))
+        else:
+            usable.append(scene)
+    collection[:] = usable
+    collection.problems = problems.messages
+    if not usable and not problems.messages:
+        problems.add(DataError(f"{path}: no usable objects found"))
+    return collection
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading views
+# ---------------------------------------------------------------------------------------------------------
+
+
+def view_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int], size: int | None, crop: Crop = "center") -> Tensor:
+    """K of view ``i`` after the image (actually ``disk_hw`` on disk) is squared and resized to ``size``."""
+    k = scene.intrinsics[i].double()
+    if tuple(disk_hw) != tuple(scene.image_size):
+        k = cameras.resize_intrinsics(k, scene.image_size, disk_hw)
+    top, left, side = square_box(disk_hw[0], disk_hw[1], crop)
+    k = cameras.crop_intrinsics(k, top, left)
+    if size is not None:
+        k = cameras.resize_intrinsics(k, (side, side), (size, size))
+    return k.float()
+
+
+def load_view_uint8(scene: Scene, i: int, size: int | None, crop: Crop = "center") -> tuple[np.ndarray, Tensor]:
+    """``(uint8 [S, S, 3], K [3, 3] at S)`` of view ``i`` (for caches; see :func:`load_view`)."""
+    if not 0 <= i < scene.num_views:
+        raise IndexError(f"scene {scene.name} has {scene.num_views} views, asked for view {i}")
+    path = scene.image_paths[i]
+    img = read_rgb(path, name=str(path))
+    k = view_intrinsics(scene, i, (img.height, img.width), size, crop)
+    img = square(img, crop)
+    if size is not None:
+        img = resize(img, size)
+    return np.asarray(img, dtype=np.uint8), k
+
+
+def load_view(scene: Scene, i: int, size: int | None, crop: Crop = "center") -> tuple[Tensor, Tensor]:
+    """``(image [3, S, S] in [-1, 1], K [3, 3] in pixels at S)`` of view ``i``: alpha composited on white,
+    centre-cropped to a square (or white-padded), resized with area filtering, intrinsics adjusted to match."""
+    arr, k = load_view_uint8(scene, i, size, crop)
+    return uint8_to_tensor(arr), k
+
+
+def load_view_mask(scene: Scene, i: int, size: int | None, crop: Crop = "center") -> Tensor | None:
+    """Foreground mask ``[1, S, S]`` in [0, 1] of view ``i`` (None when the dataset has none)."""
+    if scene.mask_paths is None:
+        return None
+    return load_mask(scene.mask_paths[i], size, crop)
+
+
+def check_images(collection: SceneCollection, problems: Problems) -> int:
+    """Fully decode every image (and mask/depth map) of ``collection``; report each unreadable one.
+
+    Also reports images whose aspect ratio differs from the scene's (their intrinsics would be wrong).
+    Returns the number of files checked.
+    """
+    checked = 0
+    for scene in collection:
+        h0, w0 = scene.image_size
+        extra = (scene.mask_paths or []) + (scene.depth_paths or [])
+        for path in list(scene.image_paths) + [p for p in extra if p not in scene.image_paths]:
+            checked += 1
+            try:
+                img = open_image(path)
+                if path in scene.image_paths and abs(img.width * h0 - img.height * w0) > max(h0, w0):
+                    raise DataError(f"{path}: image is {img.width}x{img.height} but the scene's intrinsics are for "
+                                    f"{w0}x{h0} (different aspect ratio)")
+            except NovelviewError as err:
+                problems.add(err)
+    return checked
+
+
+__all__ = [
+    "FORMATS",
+    "ImpliedCameras",
+    "Problems",
+    "Scene",
+    "SceneCollection",
+    "camera_statistics",
+    "check_images",
+    "detect_format",
+    "load_view",
+    "load_view_mask",
+    "load_view_uint8",
+    "open_dataset",
+    "view_intrinsics",
+]

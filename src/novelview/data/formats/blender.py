@@ -1,0 +1,316 @@
+"""NeRF / Blender format: ``transforms_{train,val,test}.json`` next to the images.
+
+Reading (one scene per folder holding transforms files; a dataset root is one such folder or a folder of them)::
+
+    {"camera_angle_x": 0.69,                      # horizontal FOV in radians
+     "camera_angle_y": ..., "fl_x": ..., "fl_y": ..., "cx": ..., "cy": ..., "w": ..., "h": ...,   # optional
+     "frames": [{"file_path": "./train/r_0",      # relative to the json; extension optional
+                 "transform_matrix": [[...4x4...]],   # camera-to-world, OpenGL axes (+y up, -z forward)
+                 ...optional per-frame overrides of the camera keys above...}]}
+
+Poses are validated and converted to OpenCV with :func:`novelview.cameras.opengl_to_opencv`. Frames of all
+splits present (train, val, test, or a single ``transforms.json``) become the views of one scene; object-level
+splits are made later by :class:`novelview.data.views.MultiViewDataset`. Images with alpha are composited on
+white when loaded and their alpha is the mask. Intrinsics refer to ``w``/``h`` when given and are rescaled to
+the size of the images actually on disk.
+
+Writing (:func:`write_blender`, :class:`BlenderSceneWriter`) produces the same layout as RGBA PNGs (alpha =
+mask when known), exact intrinsics (``fl_x fl_y cx cy w h`` besides ``camera_angle_x``) and an optional
+per-frame ``depth_file_path`` (16-bit PNG, value / ``depth_scale`` = depth along the optical axis) that our
+reader understands and other tools ignore.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from novelview import cameras
+from novelview.data.formats.scene import (
+    IMAGE_SUFFIXES,
+    Problems,
+    Scene,
+    SceneCollection,
+    image_header_size,
+    list_subdirs,
+)
+from novelview.errors import DataError, NovelviewError
+
+SPLITS = ("train", "val", "test")
+
+
+def transforms_files(folder: Path) -> list[Path]:
+    """The transforms json files of one scene folder, in split order."""
+    files = [folder / f"transforms_{s}.json" for s in SPLITS if (folder / f"transforms_{s}.json").is_file()]
+    if not files and (folder / "transforms.json").is_file():
+        files = [folder / "transforms.json"]
+    return files
+
+
+def is_blender_scene(folder: Path) -> bool:
+    return bool(transforms_files(folder))
+
+
+def find_scenes(root: Path) -> list[Path]:
+    if is_blender_scene(root):
+        return [root]
+    return [d for d in list_subdirs(root) if is_blender_scene(d)]
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
+        raise DataError(f"{path}: expected an object with a 'frames' list")
+    return data
+
+
+def _resolve_image(json_path: Path, file_path: str) -> Path:
+    """``file_path`` relative to the json, with or without an image extension."""
+    base = json_path.parent / file_path
+    if base.is_file():
+        return base
+    for suffix in IMAGE_SUFFIXES:
+        candidate = base.with_name(base.name + suffix)
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{json_path}: image {file_path!r} not found (looked for {base} with and without an extension)")
+
+
+def _number(value: Any, what: str, where: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: '{what}' must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise DataError(f"{where}: '{what}' must be finite, got {value!r}")
+    return x
+
+
+def _frame_intrinsics(
+    cam: dict[str, Any], disk_hw: tuple[int, int], where: str
+) -> Tensor:
+    """K at the on-disk image size from NeRF-style camera keys (frame keys already merged over top-level)."""
+    h_disk, w_disk = disk_hw
+    w = _number(cam["w"], "w", where) if "w" in cam else float(w_disk)
+    h = _number(cam["h"], "h", where) if "h" in cam else float(h_disk)
+    if "fl_x" in cam:
+        fx = _number(cam["fl_x"], "fl_x", where)
+    elif "camera_angle_x" in cam:
+        angle = _number(cam["camera_angle_x"], "camera_angle_x", where)
+        if not 0 < angle < math.pi:
+            raise DataError(f"{where}: camera_angle_x must be in (0, pi) radians, got {angle}")
+        fx = 0.5 * w / math.tan(0.5 * angle)
+    else:
+        raise DataError(f"{where}: no camera_angle_x or fl_x (the field of view is unknown)")
+    if "fl_y" in cam:
+        fy = _number(cam["fl_y"], "fl_y", where)
+    elif "camera_angle_y" in cam:
+        fy = 0.5 * h / math.tan(0.5 * _number(cam["camera_angle_y"], "camera_angle_y", where))
+    else:
+        fy = fx
+    if fx <= 0 or fy <= 0:
+        raise DataError(f"{where}: focal length must be positive, got fl_x={fx} fl_y={fy}")
+    cx = _number(cam["cx"], "cx", where) if "cx" in cam else w / 2.0
+    cy = _number(cam["cy"], "cy", where) if "cy" in cam else h / 2.0
+    k = cameras.intrinsics(torch.tensor(fx, dtype=torch.float64), cx, cy, fy=fy)
+    if (round(h), round(w)) != disk_hw:
+        k = cameras.resize_intrinsics(k, (h, w), disk_hw)
+    return k
+
+
+_CAMERA_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h")
+
+
+def read_scene(folder: Path, problems: Problems) -> Scene | None:
+    n_problems = len(problems.messages)
+    image_paths: list[Path] = []
+    depth_paths: list[Path | None] = []
+    poses: list[Tensor] = []
+    ks: list[Tensor] = []
+    disk_hw: tuple[int, int] | None = None
+    depth_scale: float | None = None
+    has_alpha = False
+    for json_path in transforms_files(folder):
+        try:
+            data = _load_json(json_path)
+        except NovelviewError as err:
+            problems.add(err)
+            continue
+        top = {k: data[k] for k in _CAMERA_KEYS if k in data}
+        if "depth_scale" in data:
+            depth_scale = float(data["depth_scale"])
+        for i, frame in enumerate(data["frames"]):
+            where = f"{json_path}: frames[{i}]"
+            try:
+                if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
+                    raise DataError(f"{where}: a frame needs 'file_path' and 'transform_matrix'")
+                where = f"{json_path}: frames[{i}] ({frame['file_path']})"
+                image = _resolve_image(json_path, str(frame["file_path"]))
+                try:
+                    matrix = torch.tensor(frame["transform_matrix"], dtype=torch.float64)
+                except (TypeError, ValueError):
+                    raise DataError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
+                cameras.validate_pose(matrix, name=where)
+                if disk_hw is None:
+                    disk_hw = image_header_size(image)
+                    with Image.open(image) as im:
+                        has_alpha = "A" in im.mode or "transparency" in im.info
+                cam = {**top, **{k: frame[k] for k in _CAMERA_KEYS if k in frame}}
+                k = _frame_intrinsics(cam, disk_hw, where)
+                depth = None
+                if "depth_file_path" in frame:
+                    depth = _resolve_image(json_path, str(frame["depth_file_path"]))
+            except NovelviewError as err:
+                problems.add(err)
+                continue
+            image_paths.append(image)
+            poses.append(cameras.opengl_to_opencv(matrix).to(torch.float32))
+            ks.append(k.to(torch.float32))
+            depth_paths.append(depth)
+    if not image_paths or disk_hw is None:
+        if len(problems.messages) == n_problems:  # nothing else explains why the scene is empty
+            problems.add(DataError(f"{folder}: the transforms files list no frames"))
+        return None
+    return Scene(
+        name=folder.name,
+        image_paths=image_paths,
+        poses=torch.stack(poses),
+        intrinsics=torch.stack(ks),
+        image_size=disk_hw,
+        mask_paths=list(image_paths) if has_alpha else None,
+        depth_paths=list(depth_paths) if all(d is not None for d in depth_paths) else None,  # type: ignore[arg-type]
+        depth_scale=depth_scale if all(d is not None for d in depth_paths) else None,
+        root=folder,
+        format="blender",
+    )
+
+
+def read_blender(root: str | Path, problems: Problems | None = None) -> SceneCollection:
+    """Read a Blender/NeRF dataset (one scene folder with transforms_*.json, or a folder of them)."""
+    root = Path(root)
+    problems = problems if problems is not None else Problems(strict=True)
+    folders = find_scenes(root)
+    if not folders:
+        problems.add(DataError(f"{root}: no transforms_{{train,val,test}}.json found here or one level below"))
+    scenes = [s for s in (read_scene(f, problems) for f in folders) if s is not None]
+    return SceneCollection(scenes, format="blender", root=root, problems=problems.messages)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _matrix(x: Tensor | np.ndarray) -> list[list[float]]:
+    return [[float(v) for v in row] for row in np.asarray(x, dtype=np.float64)]
+
+
+class BlenderSceneWriter:
+    """Write one scene folder view by view, then :meth:`close` writes ``transforms_<split>.json``.
+
+    ``pose`` is OpenCV camera-to-world (converted to OpenGL in the file); ``k`` in pixels for the image given.
+    """
+
+    def __init__(self, folder: str | Path, split: str = "train", depth_scale: float | None = None) -> None:
+        self.folder = Path(folder)
+        self.split = split
+        self.depth_scale = depth_scale
+        self.frames: list[dict[str, Any]] = []
+        (self.folder / split).mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        image: np.ndarray | Image.Image,
+        pose: Tensor | np.ndarray,
+        k: Tensor | np.ndarray,
+        depth: np.ndarray | None = None,
+    ) -> None:
+        """``image``: uint8 HxWx3 / HxWx4 (alpha = mask) or a PIL image; ``depth``: uint16 HxW (x depth_scale)."""
+        i = len(self.frames)
+        img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+        stem = f"{self.split}/r_{i}"
+        img.save(self.folder / f"{stem}.png", compress_level=1)
+        k = np.asarray(k, dtype=np.float64)
+        pose_gl = cameras.opencv_to_opengl(torch.as_tensor(np.asarray(pose, dtype=np.float64)))
+        frame: dict[str, Any] = {
+            "file_path": f"./{stem}",  # no extension, as in the original NeRF synthetic data
+            "transform_matrix": _matrix(pose_gl),
+            "camera_angle_x": 2.0 * math.atan(0.5 * img.width / k[0, 0]),
+            "fl_x": float(k[0, 0]),
+            "fl_y": float(k[1, 1]),
+            "cx": float(k[0, 2]),
+            "cy": float(k[1, 2]),
+            "w": img.width,
+            "h": img.height,
+        }
+        if depth is not None:
+            Image.fromarray(np.ascontiguousarray(depth.astype(np.uint16))).save(
+                self.folder / f"{stem}_depth.png", compress_level=1
+            )
+            frame["depth_file_path"] = f"./{stem}_depth.png"
+        self.frames.append(frame)
+
+    def close(self) -> Path:
+        """Write the json; camera keys shared by all frames are hoisted to the top level."""
+        if not self.frames:
+            raise DataError(f"{self.folder}: no views to write")
+        top: dict[str, Any] = {}
+        for key in _CAMERA_KEYS:
+            values = {json.dumps(f.get(key)) for f in self.frames}
+            if len(values) == 1 and key in self.frames[0]:
+                top[key] = self.frames[0][key]
+        frames = [{k: v for k, v in f.items() if k not in top} for f in self.frames]
+        data: dict[str, Any] = {**top, "frames": frames}
+        if self.depth_scale is not None:
+            data["depth_scale"] = self.depth_scale
+        path = self.folder / f"transforms_{self.split}.json"
+        path.write_text(json.dumps(data, indent=1))
+        return path
+
+
+def write_blender(scenes: list[Scene], out: str | Path, split: str = "train") -> Path:
+    """Write scenes as a Blender/NeRF dataset: ``out/<scene.name>/transforms_<split>.json`` + RGBA PNGs.
+
+    Images keep their size; a scene's masks become the alpha channel (so loading composites exactly what the
+    source showed when its background was white); depth maps are carried over when present.
+    """
+    from novelview.images import load_mask, read_rgb  # noqa: PLC0415
+
+    out = Path(out)
+    for scene in scenes:
+        writer = BlenderSceneWriter(out / scene.name, split=split, depth_scale=scene.depth_scale)
+        for i, path in enumerate(scene.image_paths):
+            rgb = np.asarray(read_rgb(path, name=str(path)))
+            if scene.mask_paths is not None:
+                alpha = (load_mask(scene.mask_paths[i])[0].numpy() * 255.0 + 0.5).astype(np.uint8)
+                rgb = np.concatenate([rgb, alpha[..., None]], axis=-1)
+            depth = None
+            if scene.depth_paths is not None:
+                with Image.open(scene.depth_paths[i]) as d:
+                    depth = np.asarray(d).astype(np.uint16)
+            writer.add(rgb, scene.poses[i], scene.intrinsics[i], depth=depth)
+        writer.close()
+    return out
+
+
+__all__ = [
+    "BlenderSceneWriter",
+    "find_scenes",
+    "is_blender_scene",
+    "read_blender",
+    "read_scene",
+    "transforms_files",
+    "write_blender",
+]

@@ -1,0 +1,95 @@
+"""`novelview data info`: what a dataset holds and everything wrong with it, found in one pass."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from novelview.data.formats import Problems, camera_statistics, check_images, detect_format, open_dataset
+from novelview.errors import NovelviewError
+
+
+@dataclass
+class DatasetReport:
+    path: Path
+    format: str = ""
+    objects: int = 0
+    views: int = 0
+    views_per_object: tuple[int, int] = (0, 0)
+    resolutions: dict[str, int] = field(default_factory=dict)  # "HxW" -> number of objects
+    cameras: dict[str, float] = field(default_factory=dict)
+    has_masks: bool = False
+    has_depth: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    files_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        """A dataset with any problem is refused by the (strict) training loader, so it is not usable."""
+        return self.objects > 0 and not self.problems
+
+    def lines(self) -> list[str]:
+        out = [f"dataset:    {self.path}", f"format:     {self.format or 'unknown'}"]
+        if self.objects:
+            lo, hi = self.views_per_object
+            per = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            out.append(f"objects:    {self.objects}")
+            out.append(f"views:      {self.views} ({per} per object)")
+            out.append("resolution: " + ", ".join(
+                f"{r} ({n} object{'s' if n != 1 else ''})" if len(self.resolutions) > 1 else r
+                for r, n in self.resolutions.items()))
+            c = self.cameras
+            if c:
+                out.append(f"cameras:    radius {c['radius']:.3f} (min {c['radius_min']:.3f}, max {c['radius_max']:.3f}), "
+                           f"elevation {c['elevation_min']:.1f} to {c['elevation_max']:.1f} deg "
+                           f"(mean {c['elevation_mean']:.1f}), horizontal FOV {c['fov_deg']:.2f} deg")
+            out.append(f"extras:     masks {'yes' if self.has_masks else 'no'}, depth {'yes' if self.has_depth else 'no'}")
+            gen = self.settings.get("generator")
+            if gen:
+                out.append(f"generator:  {gen} (seed {self.settings.get('seed')})")
+            if self.files_checked:
+                out.append(f"checked:    {self.files_checked} files fully decoded")
+        if self.problems:
+            out.append(f"problems:   {len(self.problems)}")
+            out.extend(f"  - {p}" for p in self.problems)
+            out.append("status:     UNUSABLE (fix the problems above)")
+        else:
+            out.append("problems:   none")
+            out.append("status:     ok" if self.objects else "status:     UNUSABLE (no objects)")
+        return out
+
+
+def inspect_dataset(path: str | Path, format: str = "auto", decode: bool = True, **reader_args: Any) -> DatasetReport:
+    """Read ``path`` leniently and collect every problem (unreadable files, bad poses, missing views, ...).
+
+    ``decode``: also fully decode every image/mask/depth file (slower, finds truncated files).
+    """
+    report = DatasetReport(path=Path(path))
+    try:
+        report.format = detect_format(path) if format == "auto" else format
+        scenes = open_dataset(path, format=report.format, strict=False, **reader_args)
+    except NovelviewError as err:
+        report.problems.append(str(err))
+        return report
+    problems = Problems(strict=False)
+    problems.messages = list(scenes.problems)
+    if decode:
+        report.files_checked = check_images(scenes, problems)
+    report.problems = problems.messages
+    report.settings = scenes.settings
+    report.objects = len(scenes)
+    if scenes:
+        counts = [s.num_views for s in scenes]
+        report.views = sum(counts)
+        report.views_per_object = (min(counts), max(counts))
+        report.resolutions = dict(Counter(f"{s.image_size[0]}x{s.image_size[1]}" for s in scenes))
+        report.cameras = camera_statistics(scenes)
+        report.has_masks = all(s.mask_paths is not None for s in scenes)
+        report.has_depth = all(s.depth_paths is not None for s in scenes)
+    return report
+
+
+__all__ = ["DatasetReport", "inspect_dataset"]

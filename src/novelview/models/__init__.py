@@ -1,0 +1,40 @@
+"""Pose-conditional denoising backbones: the 3DiM X-UNet and a DiT with cross-attention.
+
+Both share one call signature (``docs/architecture.md``)::
+
+    model(z_t, logsnr, *, cond_image, cond_pose, target_pose, cond_K, target_K, drop_cond=None) -> Tensor
+
+Build them by preset name with :func:`build_model`; every model carries its ``.config``.
+"""
+
+from novelview.models.conditioning import BackboneConfig
+from novelview.models.dit import DiT, DiTConfig
+from novelview.models.presets import (
+    PRESETS,
+    build_from_config,
+    build_model,
+    config_from_dict,
+    count_parameters,
+    example_inputs,
+    forward_flops,
+    list_presets,
+    preset_config,
+)
+from novelview.models.xunet import XUNet, XUNetConfig
+
+__all__ = [
+    "PRESETS",
+    "BackboneConfig",
+    "DiT",
+    "DiTConfig",
+    "XUNet",
+    "XUNetConfig",
+    "build_from_config",
+    "build_model",
+    "config_from_dict",
+    "count_parameters",
+    "example_inputs",
+    "forward_flops",
+    "list_presets",
+    "preset_config",
+]

@@ -1,0 +1,217 @@
+"""Named model configurations and the one way to build a backbone.
+
+``build_model("xunet-tiny", 32, dropout=0.1)`` -> an ``nn.Module`` with the common call signature and a
+``.config``. ``model.config.to_dict()`` is JSON (checkpoints store it) and :func:`config_from_dict` rebuilds
+the identical config.
+
+Presets (parameter counts at the default image size; ``novelview models`` prints them with GFLOPs):
+
+==============  ========  ==========================================================================
+preset          default   what for
+==============  ========  ==========================================================================
+xunet-tiny      32 px     CPU: trains in the tests and for the shipped checkpoint (~1.4M params)
+dit-tiny        32 px     CPU twin of xunet-tiny (~2M params)
+xunet-small     64 px     single-GPU experiments
+dit-small       64 px     DiT-S-like (hidden 384, depth 12) with a 4-block condition stream
+xunet-paper     128 px    3DiM as published: ch 256, ch_mult (1,2,2,4), 3 res blocks, emb 1024 (~454M)
+dit-seed        64 px     the DiT seed's size: hidden 512, depth 8, heads 8, patch 4
+==============  ========  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from novelview import cameras
+from novelview.errors import ConfigError
+from novelview.models.conditioning import BackboneConfig
+from novelview.models.dit import DiT, DiTConfig
+from novelview.models.xunet import XUNet, XUNetConfig
+
+FAMILIES: dict[str, tuple[type[BackboneConfig], type[nn.Module]]] = {
+    "xunet": (XUNetConfig, XUNet),
+    "dit": (DiTConfig, DiT),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    family: str
+    default_image_size: int
+    fields: dict[str, Any]
+    description: str
+
+    def config(self, image_size: int | None = None, **overrides: Any) -> BackboneConfig:
+        cls = FAMILIES[self.family][0]
+        valid = {f.name for f in dataclasses.fields(cls)} - {"image_size", "preset"}
+        unknown = sorted(set(overrides) - valid)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} for preset {self.name!r}; "
+                f"valid options: {', '.join(sorted(valid))}"
+            )
+        size = self.default_image_size if image_size is None else int(image_size)
+        return cls(preset=self.name, image_size=size, **{**self.fields, **overrides})
+
+
+_FAST_POSE = {"pos_freqs": 8, "dir_freqs": 6}  # fewer octaves than 3DiM: small models, small images
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "xunet-tiny", "xunet", 32,
+            dict(ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8, 4), heads=4, emb_ch=64,
+                 **_FAST_POSE),
+            "CPU-sized X-UNet (tests, shipped CPU checkpoint)",
+        ),
+        Preset(
+            "dit-tiny", "dit", 32,
+            dict(patch_size=4, hidden=128, depth=4, cond_depth=2, heads=4, **_FAST_POSE),
+            "CPU-sized DiT",
+        ),
+        Preset(
+            "xunet-small", "xunet", 64,
+            dict(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(8, 16), heads=4, emb_ch=256,
+                 dropout=0.1),
+            "single-GPU X-UNet",
+        ),
+        Preset(
+            "dit-small", "dit", 64,
+            dict(patch_size=4, hidden=384, depth=12, cond_depth=4, heads=6),
+            "DiT-S-sized",
+        ),
+        Preset(
+            "xunet-paper", "xunet", 128,
+            dict(ch=256, ch_mult=(1, 2, 2, 4), num_res_blocks=3, attn_resolutions=(8, 16, 32), heads=4,
+                 emb_ch=1024, dropout=0.1),
+            "3DiM as published (~454M params at 128 px; paper: 471M)",
+        ),
+        Preset(
+            "dit-seed", "dit", 64,
+            dict(patch_size=4, hidden=512, depth=8, cond_depth=2, heads=8),
+            "the DiT seed's size, pose-aware",
+        ),
+    ]
+}
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
+
+
+def preset_config(preset: str, image_size: int | None = None, **overrides: Any) -> BackboneConfig:
+    """The config ``build_model`` would use (``image_size`` None = the preset's default)."""
+    return get_preset(preset).config(image_size, **overrides)
+
+
+def build_from_config(config: BackboneConfig) -> nn.Module:
+    return FAMILIES[config.family][1](config)
+
+
+def build_model(preset: str, image_size: int | None = None, **overrides: Any) -> nn.Module:
+    """Build a backbone from a named preset; ``overrides`` replace config fields (unknown -> ConfigError).
+
+    Build on the meta device (``with torch.device("meta"):``) to inspect a large preset without allocating.
+    """
+    return build_from_config(preset_config(preset, image_size, **overrides))
+
+
+def config_from_dict(d: dict[str, Any]) -> BackboneConfig:
+    """Inverse of ``config.to_dict()`` (tolerates JSON lists for tuple fields)."""
+    d = dict(d)
+    family = d.pop("family", None)
+    if family not in FAMILIES:
+        raise ConfigError(f"model config has family {family!r}; expected one of {', '.join(FAMILIES)}")
+    cls = FAMILIES[family][0]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown field(s) {', '.join(unknown)} in {family} model config; valid fields: {', '.join(fields)}"
+        )
+    for name, value in d.items():
+        if isinstance(value, list):
+            d[name] = tuple(value)
+    return cls(**d)
+
+
+def model_from_config_dict(d: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from ``model.config.to_dict()`` (what checkpoints store)."""
+    return build_from_config(config_from_dict(d))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def example_inputs(
+    config: BackboneConfig,
+    batch_size: int = 1,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Random but valid ``(z_t, logsnr, keyword conditioning)`` for a model (cameras on a ring, r = 2.5).
+
+    Made on the CPU, then moved, so ``device="meta"`` works too (for FLOP counts without allocating).
+    """
+    b, s = batch_size, config.image_size
+    az = torch.rand(b, generator=generator) * 360.0
+    el = torch.rand(b, generator=generator) * 40.0 - 10.0
+    radius = torch.full((b,), 2.5)
+    k = cameras.intrinsics_from_fov(50.0, s).expand(b, 3, 3).contiguous()
+    kwargs = {
+        "cond_image": torch.rand(b, 3, s, s, generator=generator) * 2 - 1,
+        "cond_pose": cameras.spherical_to_pose(az, el, radius),
+        "target_pose": cameras.spherical_to_pose(az + 30.0 + 300.0 * torch.rand(b, generator=generator), el, radius),
+        "cond_K": k,
+        "target_K": k.clone(),
+    }
+    z_t = torch.randn(b, 3, s, s, generator=generator)
+    logsnr = torch.rand(b, generator=generator) * 30.0 - 15.0
+    return z_t.to(device), logsnr.to(device), {name: t.to(device) for name, t in kwargs.items()}
+
+
+def forward_flops(model: nn.Module, batch_size: int = 1) -> int:
+    """FLOPs of one forward pass at the model's image size (counted on the meta device: nothing runs).
+
+    Pass a model built on the meta device for large presets; a real model is copied to meta first.
+    """
+    param = next(model.parameters())
+    if param.device.type != "meta":
+        with torch.device("meta"):
+            model = build_from_config(model.config)
+    z_t, logsnr, kwargs = example_inputs(model.config, batch_size, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(z_t, logsnr, **kwargs)
+    return counter.get_total_flops()
+
+
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "build_from_config",
+    "build_model",
+    "config_from_dict",
+    "count_parameters",
+    "example_inputs",
+    "forward_flops",
+    "get_preset",
+    "list_presets",
+    "model_from_config_dict",
+    "preset_config",
+]

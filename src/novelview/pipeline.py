@@ -1,0 +1,355 @@
+"""The Python API: load a checkpoint once, then turn one picture into novel views or an orbit.
+
+    from novelview import Pipeline
+    pipe = Pipeline.from_checkpoint()                              # shipped checkpoint, a checkpoint or run dir
+    side = pipe.synthesize("in.png", azimuth=90, elevation=0)[0]   # PIL image
+    frames = pipe.orbit("in.png", n_views=24)                      # list of PIL images, frame 0 = the input
+
+Cameras. The input picture is assumed to be taken by the *canonical camera* of the training data: azimuth 0,
+elevation = the data's mean elevation, at the data's radius and field of view (``config.json`` -> ``data``),
+each overridable (``input_elevation=``, ``input_pose=``, ``fov_deg=``). ``azimuth`` / ``elevation`` arguments are
+always *relative to the input view* (degrees); absolute cameras are given as 4x4 OpenCV camera-to-world
+matrices in the same world frame as ``input_pose`` (the canonical one by default: object at the origin, +z up).
+
+Thin by design: camera math lives in ``cameras``, pixels in ``images``, the denoising in ``sampling``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from novelview import cameras, images
+from novelview.checkpoint import CheckpointConfig, load_model
+from novelview.errors import ConfigError, PoseError
+from novelview.images import Crop, ImageSource
+from novelview.sampling import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    Progress,
+    View,
+    canonical_sampler,
+    check_steps,
+    generate_views,
+    regress_views,
+)
+
+#: Camera of the training distribution when a checkpoint's config.json does not record one (procedural data).
+DEFAULT_CAMERA = {"radius": 2.5, "fov_deg": 40.0, "elevation_mean": 17.5}
+
+PoseLike = Tensor | np.ndarray | Sequence[Any]
+Angles = float | Sequence[float] | Tensor
+
+
+def _as_float_tensor(x: Angles) -> Tensor:
+    t = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+    if not torch.isfinite(t).all():
+        raise ConfigError(f"angles must be finite numbers, got {t.tolist()}")
+    return t
+
+
+def as_poses(poses: PoseLike, name: str = "target_poses") -> Tensor:
+    """``[N, 4, 4]`` float32 validated camera-to-world poses from one 4x4 or a list / array of them."""
+    try:
+        t = torch.as_tensor(np.asarray(poses, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise PoseError(f"{name}: not a 4x4 matrix or a list of them ({err})") from None
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] == 0:
+        raise PoseError(f"{name}: expected one 4x4 matrix or a list of them, got shape {tuple(t.shape)}")
+    cameras.validate_pose(t, name=name)
+    return t.float()
+
+
+class Pipeline:
+    """A loaded model plus its noise process and camera defaults; call :meth:`synthesize` or :meth:`orbit`.
+
+    ``autocast``: run the network under bf16 autocast. ``None`` (default) means on CUDA only: on CPU bf16 is
+    slower than fp32 for these small convolutional models (see benchmarks/sample.py ``--autocast``).
+    ``compile=True`` wraps the network in ``torch.compile`` (pays off for long orbits on GPU).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: CheckpointConfig,
+        device: str | torch.device = "cpu",
+        *,
+        compile: bool = False,
+        autocast: bool | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self._net: Callable[..., Tensor] = torch.compile(self.model) if compile else self.model
+        self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        use_ema: bool = True,
+        compile: bool = False,
+        autocast: bool | None = None,
+    ) -> "Pipeline":
+        """Load a checkpoint directory (EMA weights when present), a run directory's latest checkpoint, or the
+        shipped default (``None``)."""
+        model, config = load_model(path, use_ema=use_ema, device=device)
+        return cls(model, config, device, compile=compile, autocast=autocast)
+
+    # ----------------------------------------------------------------------------------------- properties
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def is_regression(self) -> bool:
+        return self.config.objective == "regression"
+
+    def camera_defaults(self) -> dict[str, float]:
+        """``radius``, ``fov_deg``, ``elevation_mean`` of the training data (fallbacks: :data:`DEFAULT_CAMERA`)."""
+        data = self.config.data or {}
+        return {k: float(data.get(k, v)) if data.get(k) is not None else v for k, v in DEFAULT_CAMERA.items()}
+
+    def default_guidance(self) -> float:
+        # Guidance needs an unconditional branch; a model trained without condition dropout has none.
+        return DEFAULT_GUIDANCE if self.config.diffusion.cond_drop_prob > 0 else 1.0
+
+    def input_camera(
+        self, elevation: float | None = None, radius: float | None = None, fov_deg: float | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Canonical input camera ``(pose [4,4], K [3,3])``: azimuth 0 at the data's elevation and radius."""
+        d = self.camera_defaults()
+        el = d["elevation_mean"] if elevation is None else float(elevation)
+        r = d["radius"] if radius is None else float(radius)
+        fov = d["fov_deg"] if fov_deg is None else float(fov_deg)
+        if not 0.0 < fov < 180.0:
+            raise ConfigError(f"field of view must lie in (0, 180) degrees, got {fov}")
+        pose = cameras.spherical_to_pose(0.0, el, r).float()
+        return pose, self.intrinsics(fov)
+
+    def intrinsics(self, fov_deg: float | None = None) -> Tensor:
+        fov = self.camera_defaults()["fov_deg"] if fov_deg is None else float(fov_deg)
+        return cameras.intrinsics_from_fov(fov, self.image_size).float()
+
+    # ----------------------------------------------------------------------------------------- images
+
+    def load(self, image: ImageSource, crop: Crop = "center") -> Tensor:
+        """``[3, S, S]`` in [-1, 1]: exactly what the model sees (``images.load_image`` at the model's size)."""
+        return images.load_image(image, self.image_size, crop=crop)
+
+    def preprocess(self, image: ImageSource, crop: Crop = "center") -> Image.Image:
+        """The input as the model sees it: RGB, alpha on white, centre-cropped (or white-padded) to a square,
+        area-resized to the model's resolution."""
+        return images.to_pil(self.load(image, crop))
+
+    # ----------------------------------------------------------------------------------------- generation
+
+    def _network(self) -> Callable[..., Tensor]:
+        if not self.autocast:
+            return self._net
+        net, device_type = self._net, self.device.type
+
+        def forward(*args: Any, **kwargs: Any) -> Tensor:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                return net(*args, **kwargs)
+
+        return forward
+
+    def _generate(
+        self,
+        source: View,
+        target_poses: Tensor,
+        *,
+        stochastic: bool,
+        steps: int,
+        guidance: float | None,
+        sampler: str,
+        seed: int | None,
+        progress: Progress | None,
+        batch_size: int,
+    ) -> Tensor:
+        sampler = canonical_sampler(sampler)
+        steps = check_steps(steps, self.config.diffusion)
+        guidance = self.default_guidance() if guidance is None else float(guidance)
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance}")
+        generator = torch.Generator()  # CPU: the same seed gives the same views on every device
+        if seed is None:
+            generator.seed()
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        else:
+            generator.manual_seed(int(seed))
+        source = View(source.image.to(self.device), source.pose.to(self.device), source.K.to(self.device))
+        target_K = source.K.expand(target_poses.shape[0], 3, 3)
+        with torch.inference_mode():
+            if self.is_regression:  # one-step predictor: no noise, no guidance, no steps
+                return regress_views(
+                    self._network(), source, target_poses, target_K, batch_size=batch_size, progress=progress
+                )
+            return generate_views(
+                self._network(),
+                self.config.diffusion,
+                source,
+                target_poses,
+                target_K,
+                stochastic=stochastic,
+                sampler=sampler,
+                steps=steps,
+                guidance=guidance,
+                generator=generator,
+                progress=progress,
+                batch_size=batch_size,
+            )
+
+    def _source(
+        self,
+        image: ImageSource,
+        input_pose: PoseLike | None,
+        input_elevation: float | None,
+        fov_deg: float | None,
+        crop: Crop,
+    ) -> View:
+        x = self.load(image, crop)
+        if input_pose is not None:
+            pose = as_poses(input_pose, "input_pose")
+            if pose.shape[0] != 1:
+                raise PoseError(f"input_pose: expected one 4x4 matrix, got {pose.shape[0]}")
+            pose, K = pose[0], self.intrinsics(fov_deg)
+        else:
+            pose, K = self.input_camera(input_elevation, None, fov_deg)
+        return View(x, pose, K)
+
+    def relative_poses(
+        self, input_pose: Tensor, azimuth: Angles = 0.0, elevation: Angles = 0.0, radius: float | None = None
+    ) -> Tensor:
+        """Targets turned by relative ``azimuth`` / ``elevation`` (degrees, broadcast) about the object from
+        ``input_pose``; at ``radius`` when given, else at the input camera's distance. ``[N, 4, 4]``."""
+        az, el = torch.broadcast_tensors(_as_float_tensor(azimuth), _as_float_tensor(elevation))
+        # Checked here (not only in cameras) to name the user's numbers once, on one short line.
+        bad = el[el.abs() >= 90]
+        if bad.numel():
+            raise PoseError(f"elevation must lie inside (-90, 90) degrees, got {bad[0].item():g}")
+        _, input_el, _ = cameras.pose_to_spherical(input_pose.double())
+        reached = input_el + el
+        if (reached.abs() >= 90).any():
+            i = int((reached.abs() >= 90).nonzero()[0])
+            raise PoseError(
+                f"elevation: the input view's {input_el.item():.1f} + relative {el[i].item():g} = "
+                f"{reached[i].item():.1f} degrees leaves (-90, 90)"
+            )
+        base = input_pose.double().expand(az.shape[0], 4, 4)
+        poses = cameras.rotate_about_target(base, az, el)
+        if radius is not None:
+            if not float(radius) > 0:
+                raise ConfigError(f"radius must be positive, got {radius}")
+            a, e, _ = cameras.pose_to_spherical(poses)
+            poses = cameras.spherical_to_pose(a, e, torch.full_like(a, float(radius)))
+        return poses.float()
+
+    def synthesize(
+        self,
+        image: ImageSource,
+        target_poses: PoseLike | None = None,
+        azimuth: Angles | None = None,
+        elevation: Angles | None = None,
+        radius: float | None = None,
+        input_pose: PoseLike | None = None,
+        *,
+        steps: int = DEFAULT_STEPS,
+        guidance: float | None = None,
+        sampler: str = DEFAULT_SAMPLER,
+        seed: int | None = 0,
+        progress: Progress | None = None,
+        input_elevation: float | None = None,
+        fov_deg: float | None = None,
+        crop: Crop = "center",
+        batch_size: int = 8,
+    ) -> list[Image.Image]:
+        """Novel views of the object in ``image``, one per target camera, each conditioned on ``image`` only.
+
+        Targets are either ``target_poses`` (one 4x4 or a list; absolute, in the frame of ``input_pose``) or
+        ``azimuth`` / ``elevation`` relative to the input view (scalars or equal-length lists; ``radius`` moves
+        the camera closer or further). ``guidance=None`` uses 3.0 (1.0 for models trained without condition
+        dropout). ``seed=None`` draws a fresh seed. ``progress(done, total)`` is called once per denoising step;
+        raising from it aborts.
+        """
+        source = self._source(image, input_pose, input_elevation, fov_deg, crop)
+        relative = azimuth is not None or elevation is not None or radius is not None
+        if target_poses is not None and relative:
+            raise ConfigError("give either target_poses or azimuth/elevation/radius, not both")
+        if target_poses is not None:
+            poses = as_poses(target_poses)
+        elif relative:
+            poses = self.relative_poses(
+                source.pose, 0.0 if azimuth is None else azimuth, 0.0 if elevation is None else elevation, radius
+            )
+        else:
+            raise ConfigError("no target camera: give target_poses or azimuth/elevation")
+        out = self._generate(
+            source, poses.to(self.device), stochastic=False, steps=steps, guidance=guidance, sampler=sampler,
+            seed=seed, progress=progress, batch_size=batch_size,
+        )
+        return [images.to_pil(x) for x in out]
+
+    def orbit(
+        self,
+        image: ImageSource,
+        n_views: int = 24,
+        elevation: float | None = None,
+        stochastic: bool = True,
+        *,
+        radius: float | None = None,
+        steps: int = DEFAULT_STEPS,
+        guidance: float | None = None,
+        sampler: str = DEFAULT_SAMPLER,
+        seed: int | None = 0,
+        progress: Progress | None = None,
+        input_pose: PoseLike | None = None,
+        input_elevation: float | None = None,
+        fov_deg: float | None = None,
+        crop: Crop = "center",
+        batch_size: int = 8,
+    ) -> list[Image.Image]:
+        """``n_views`` frames evenly spaced in azimuth around the object, starting at the input view.
+
+        ``elevation`` is relative to the input view (default 0: the input's own elevation). When the first
+        frame's camera is the input camera (``elevation`` 0, no ``radius``) it *is* the input picture and is not
+        generated. ``stochastic=True`` (3DiM stochastic conditioning) generates the other frames in order, each
+        denoising step conditioned on a random one of {input} ∪ {frames generated so far}; ``False`` conditions
+        every frame on the input only (frames are then batched, ``batch_size`` at a time).
+        """
+        if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
+            raise ConfigError(f"an orbit needs n_views >= 1, got {n_views!r}")
+        source = self._source(image, input_pose, input_elevation, fov_deg, crop)
+        azimuths = torch.arange(n_views, dtype=torch.float64) * (360.0 / n_views)
+        d_el = 0.0 if elevation is None else float(elevation)
+        poses = self.relative_poses(source.pose, azimuths, torch.full_like(azimuths, d_el), radius)
+        first_is_input = d_el == 0.0 and radius is None
+        targets = poses[1:] if first_is_input else poses
+        frames: list[Tensor] = [source.image[None]] if first_is_input else []
+        if targets.shape[0]:
+            frames.append(
+                self._generate(
+                    source, targets.to(self.device), stochastic=stochastic, steps=steps, guidance=guidance,
+                    sampler=sampler, seed=seed, progress=progress, batch_size=batch_size,
+                ).cpu()
+            )
+        return [images.to_pil(x) for x in torch.cat(frames)]
+
+
+__all__ = ["DEFAULT_CAMERA", "Pipeline", "as_poses"]

@@ -1,0 +1,483 @@
+"""Samplers, classifier-free guidance and stochastic conditioning.
+
+Everything here is a small function of a ``denoise(z_t, logsnr) -> prediction`` closure (k-diffusion style), so
+the loop never knows which backbone it drives. The update rules come from ``diffusers`` schedulers:
+
+* ``"ddpm"``  ancestral sampling (``DDPMScheduler``; learned variance via ``variance_type="learned_range"``),
+* ``"ddim"``  deterministic DDIM, eta = 0 (``DDIMScheduler``),
+* ``"dpmpp"`` DPM-Solver++ 2M (``DPMSolverMultistepScheduler``, ``algorithm_type="dpmsolver++"``).
+
+Noise levels. ``diffusers`` timestep ``t`` means ``alphas_cumprod[t]``; our grid index ``i`` means continuous time
+``(i + 1) / T`` (:func:`novelview.diffusion.discrete_alphas_cumprod`). So the scheduler is built from exactly
+those ``alphas_cumprod`` and the model is told ``logsnr_from_alphas_cumprod(scheduler.alphas_cumprod[t])`` — the
+very level the scheduler's update assumes ``z_t`` sits at.
+
+Respacing. We pick the ``steps`` grid indices ourselves (:func:`timestep_indices`) and hand the scheduler only
+those levels, as a ``steps``-long schedule (improved-DDPM's "respacing"; its ``alphas_cumprod`` are set to the
+trained values exactly, see :func:`_use_alphas_cumprod`). This is the same arithmetic the schedulers would do on
+the 1000-step grid, with one difference that matters: ``DDIMScheduler.step`` finds the previous level as
+``t - T // steps``, which is *not* the next timestep of a "trailing" grid when ``steps`` does not divide ``T``
+(e.g. 30 steps: 966 -> 933 while the next timestep is 932), so ``z`` and the noise level told to the model would
+drift apart. With a respaced schedule every scheduler steps from chosen level ``k`` to level ``k + 1`` and finally
+to the clean image (``set_alpha_to_one`` / ``final_sigmas_type="zero"``), whatever ``steps`` is. The terminal
+level is the trained one (logSNR = ``logsnr_min``, alpha_bar ~2e-9, not zero), so no step divides by zero.
+
+Spacing. ``"trailing"`` (default) starts at the last grid level (logSNR = ``logsnr_min``, pure noise in
+practice) and ends ``T / steps`` levels above clean; ``"leading"`` starts ``T / steps`` levels *below* pure
+noise (logSNR about -5.6 at 25 steps for the cosine schedule) although ``z`` is initialised as pure noise — the
+flaw described by Lin et al. 2024. Measured with an exact (oracle) denoiser for a Gaussian data distribution,
+trailing reproduces the data statistics better for every sampler (see ``tests/test_sampling.py`` and
+``docs``/the module report), so it is the default; ``"leading"`` and ``"linspace"`` stay selectable.
+
+Nothing clips: ``clip_sample=False`` and ``thresholding=False`` everywhere; images are clamped to [-1, 1] only
+when they become pictures (or condition views, in stochastic conditioning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from novelview.diffusion import (
+    REGRESSION_LOGSNR,
+    DiffusionConfig,
+    betas_from_alphas_cumprod,
+    discrete_alphas_cumprod,
+    logsnr_from_alphas_cumprod,
+)
+from novelview.errors import ConfigError
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+"""``denoise(z_t [B,C,H,W], logsnr [B]) -> prediction [B,C or 2C,H,W]`` in the config's parameterisation."""
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``, called once per denoising step; raising from it aborts sampling."""
+
+Spacing = Literal["trailing", "leading", "linspace"]
+
+SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
+_ALIASES = {"dpm++": "dpmpp", "dpmsolver++": "dpmpp", "dpm-solver++": "dpmpp", "dpm": "dpmpp"}
+DEFAULT_SAMPLER = "dpmpp"
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_SPACING: Spacing = "trailing"
+
+_PREDICTION_TYPE = {"v": "v_prediction", "eps": "epsilon", "x0": "sample"}
+
+
+def canonical_sampler(name: str) -> str:
+    """Normalise a sampler name (``"DPM++"`` -> ``"dpmpp"``); unknown names raise :class:`ConfigError`."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return key
+
+
+def check_steps(steps: int, cfg: DiffusionConfig) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= cfg.num_train_timesteps:
+        raise ConfigError(f"steps must be an integer in [1, {cfg.num_train_timesteps}], got {steps!r}")
+    return int(steps)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Schedulers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def timestep_indices(num_train_timesteps: int, steps: int, spacing: Spacing = DEFAULT_SPACING) -> np.ndarray:
+    """The grid indices (descending, noisiest first) a ``steps``-step sampler visits.
+
+    Same formulas as ``diffusers``' ``timestep_spacing`` options (Lin et al. 2024, table 2).
+    """
+    T = num_train_timesteps
+    if spacing == "trailing":
+        idx = np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
+    elif spacing == "leading":
+        idx = (np.arange(steps) * (T // steps))[::-1].astype(np.int64)
+    elif spacing == "linspace":
+        idx = np.linspace(T - 1, 0, steps).round().astype(np.int64)  # from the top, so 1 step starts at noise
+    else:
+        raise ConfigError(f"unknown timestep spacing {spacing!r}; choose trailing, leading or linspace")
+    idx = np.ascontiguousarray(idx[:steps])
+    if len(np.unique(idx)) != len(idx):  # only reachable for steps close to T with linspace rounding
+        raise ConfigError(f"{steps} steps with {spacing} spacing repeat a noise level; use trailing spacing")
+    return idx
+
+
+def _use_alphas_cumprod(sched, alphas_cumprod: Tensor) -> None:
+    """Make a freshly built scheduler use exactly ``alphas_cumprod`` (before ``set_timesteps``).
+
+    Schedulers rebuild ``alphas_cumprod`` as a float32 ``cumprod(1 - betas)``; when one respaced step jumps from
+    ``alpha_bar`` 0.02 to the terminal 2e-9, ``1 - beta`` (1e-7) is below float32 resolution next to 1 and the
+    terminal level would come out near logSNR -19 instead of -20. DDPM and DDIM read ``alphas_cumprod`` in
+    ``step``; DPM-Solver derives ``sigmas`` from it in ``set_timesteps`` and keeps the other derived tables below.
+    :func:`make_scheduler` verifies the result, so a diffusers change cannot slip past silently.
+    """
+    ac = alphas_cumprod.to(torch.float32)
+    sched.alphas_cumprod = ac
+    if hasattr(sched, "lambda_t"):  # DPM-Solver's derived tables (__init__)
+        sched.alpha_t = torch.sqrt(ac)
+        sched.sigma_t = torch.sqrt(1 - ac)
+        sched.lambda_t = torch.log(sched.alpha_t) - torch.log(sched.sigma_t)
+        sched.sigmas = ((1 - ac) / ac) ** 0.5
+
+
+def make_scheduler(
+    sampler: str,
+    cfg: DiffusionConfig,
+    steps: int,
+    spacing: Spacing = DEFAULT_SPACING,
+):
+    """A ``diffusers`` scheduler that walks ``steps`` of the trained noise levels, ready for the loop.
+
+    The returned scheduler's ``timesteps`` are ``steps - 1 .. 0`` and its ``alphas_cumprod[k]`` is the trained
+    ``alpha_bar`` at grid index ``timestep_indices(...)[steps - 1 - k]`` (see the module docstring: respacing).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    sampler = canonical_sampler(sampler)
+    steps = check_steps(steps, cfg)
+    chosen = timestep_indices(cfg.num_train_timesteps, steps, spacing)[::-1].copy()  # ascending
+    alphas_cumprod = discrete_alphas_cumprod(cfg)[torch.from_numpy(chosen)]
+    common = dict(
+        num_train_timesteps=steps,
+        trained_betas=betas_from_alphas_cumprod(alphas_cumprod).numpy(),
+        prediction_type=_PREDICTION_TYPE[cfg.prediction],
+        thresholding=False,
+        # One schedule step per inference step: every spacing then gives timesteps steps-1..0 (see module doc).
+        timestep_spacing="trailing",
+    )
+    if sampler == "ddpm":
+        sched = DDPMScheduler(
+            **common,
+            clip_sample=False,
+            # Learned variance interpolates between posterior variance and beta of each (respaced) step, exactly
+            # what the KL term in diffusion.variational_bound_term trains on the full grid.
+            variance_type="learned_range" if cfg.learn_variance else "fixed_small",
+        )
+    elif sampler == "ddim":
+        sched = DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
+    else:
+        sched = DPMSolverMultistepScheduler(
+            **common,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            final_sigmas_type="zero",  # the last step lands on the clean image
+            lower_order_final=True,
+        )
+    _use_alphas_cumprod(sched, alphas_cumprod)
+    sched.set_timesteps(steps)
+    # Guards against a diffusers change: timesteps steps-1..0, and the levels (DPM-Solver: its sigmas) we set.
+    expected = np.arange(steps - 1, -1, -1)
+    if not np.array_equal(sched.timesteps.cpu().numpy(), expected):
+        raise RuntimeError(f"unexpected {type(sched).__name__} timesteps {sched.timesteps.tolist()}")
+    want = logsnr_from_alphas_cumprod(alphas_cumprod)
+    if hasattr(sched, "sigmas") and sampler == "dpmpp":
+        got = -2.0 * torch.log(sched.sigmas[:-1].double().flip(0))
+    else:
+        got = scheduler_logsnr(sched)
+    if not torch.allclose(got, want, atol=0.05):
+        raise RuntimeError(f"{type(sched).__name__} does not walk the trained noise levels (diffusers changed?)")
+    return sched
+
+
+def scheduler_logsnr(scheduler) -> Tensor:
+    """logSNR of every scheduler timestep (float64), from the scheduler's own ``alphas_cumprod``."""
+    return logsnr_from_alphas_cumprod(scheduler.alphas_cumprod.double())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------
+
+
+def sample(
+    denoise: Denoiser,
+    shape: Sequence[int],
+    cfg: DiffusionConfig,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
+    *,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
+    device: str | torch.device = "cpu",
+    spacing: Spacing = DEFAULT_SPACING,
+    progress: Progress | None = None,
+) -> Tensor:
+    """Draw ``x0`` samples of ``shape`` ``[B, C, H, W]`` by integrating the reverse process with ``denoise``.
+
+    ``denoise`` is called exactly once per step with ``(z_t, logsnr [B])``. The initial noise comes from
+    ``noise`` or from ``generator`` (a CPU generator gives the same samples on every device). Returns float32
+    samples, not clamped.
+    """
+    sched = make_scheduler(sampler, cfg, steps, spacing)
+    ddpm_learned = canonical_sampler(sampler) == "ddpm" and cfg.learn_variance
+    logsnrs = scheduler_logsnr(sched).float()
+    channels = shape[1]
+    if noise is None:
+        noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
+    z = noise.to(device=device, dtype=torch.float32) * sched.init_noise_sigma
+    total = len(sched.timesteps)
+    for i, t in enumerate(sched.timesteps):
+        z_in = sched.scale_model_input(z, t)
+        logsnr = logsnrs[int(t)].to(device).expand(z.shape[0])
+        out = denoise(z_in, logsnr).float()
+        if ddpm_learned:
+            if out.shape[1] != 2 * channels:
+                raise ValueError(f"learn_variance is set but the model returned {out.shape[1]} channels")
+        else:
+            out = out[:, :channels]  # DDIM / DPM-Solver++ (and fixed-variance DDPM) ignore a variance head
+        step = sched.step(out, t, z, generator=generator)
+        # The last step goes to alpha_bar = 1, where the update's mean *is* the x0 estimate; taking it directly
+        # skips DDPM's final noise draw (variance ~0 there, but the learned-range variance need not be).
+        last = i == total - 1
+        z = step.pred_original_sample if last and getattr(step, "pred_original_sample", None) is not None else step.prev_sample
+        if progress is not None:
+            progress(i + 1, total)
+    return z
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conditioning and classifier-free guidance
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class View:
+    """One posed image: ``image [3,H,W]`` in [-1, 1], ``pose [4,4]`` camera-to-world, ``K [3,3]`` pixels."""
+
+    image: Tensor
+    pose: Tensor
+    K: Tensor
+
+
+def guided_forward(
+    model: Callable[..., Tensor],
+    z_t: Tensor,
+    logsnr: Tensor,
+    *,
+    cond_image: Tensor,
+    cond_pose: Tensor,
+    cond_K: Tensor,
+    target_pose: Tensor,
+    target_K: Tensor,
+    guidance: float,
+) -> Tensor:
+    """One classifier-free-guided prediction: ``uncond + w * (cond - uncond)``, cond and uncond in ONE forward.
+
+    ``w = 1`` is the plain conditional model and ``w = 0`` the unconditional one; each then needs only its own
+    half of the batch, so those run a single-branch forward (which also makes them exactly equal to the branch).
+    With a learned-variance head only the prediction channels are guided; the variance comes from the
+    conditional branch (as GLIDE).
+    """
+    b = z_t.shape[0]
+    kw = dict(cond_image=cond_image, cond_pose=cond_pose, target_pose=target_pose, cond_K=cond_K, target_K=target_K)
+    if guidance == 1.0:
+        return model(z_t, logsnr, **kw, drop_cond=torch.zeros(b, dtype=torch.bool, device=z_t.device)).float()
+    if guidance == 0.0:
+        return model(z_t, logsnr, **kw, drop_cond=torch.ones(b, dtype=torch.bool, device=z_t.device)).float()
+    both = {k: torch.cat([v, v]) for k, v in kw.items()}
+    drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(z_t.device)
+    out = model(torch.cat([z_t, z_t]), torch.cat([logsnr, logsnr]), **both, drop_cond=drop).float()
+    cond, uncond = out[:b], out[b:]
+    c = z_t.shape[1]
+    guided = uncond[:, :c] + guidance * (cond[:, :c] - uncond[:, :c])
+    return torch.cat([guided, cond[:, c:]], dim=1) if out.shape[1] > c else guided
+
+
+def conditional_denoiser(
+    model: Callable[..., Tensor], source: View, target_pose: Tensor, target_K: Tensor, guidance: float = 1.0
+) -> Denoiser:
+    """Denoiser for a batch of targets ``target_pose [B,4,4]``, all conditioned on the one ``source`` view
+    (or, when ``source`` holds batched tensors ``[B,3,H,W]`` / ``[B,4,4]`` / ``[B,3,3]``, each on its own)."""
+    b = target_pose.shape[0]
+    cond_image = source.image.expand(b, *source.image.shape[-3:])
+    cond_pose = source.pose.expand(b, 4, 4)
+    cond_K = source.K.expand(b, 3, 3)
+
+    def denoise(z_t: Tensor, logsnr: Tensor) -> Tensor:
+        return guided_forward(
+            model, z_t, logsnr, cond_image=cond_image, cond_pose=cond_pose, cond_K=cond_K,
+            target_pose=target_pose, target_K=target_K, guidance=guidance,
+        )
+
+    return denoise
+
+
+def stochastic_denoiser(
+    model: Callable[..., Tensor],
+    pool: Sequence[View],
+    target_pose: Tensor,
+    target_K: Tensor,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    on_choice: Callable[[int], None] | None = None,
+) -> Denoiser:
+    """Stochastic conditioning (3DiM, Watson et al. 2022, sec. 3.2) for ONE target ``[1,4,4]``.
+
+    Every call (= every denoising step) conditions on a view drawn uniformly from ``pool``. ``pool`` is read at
+    call time, so the caller may grow it between targets. ``on_choice(index)`` observes the draws.
+    """
+
+    def denoise(z_t: Tensor, logsnr: Tensor) -> Tensor:
+        k = int(torch.randint(len(pool), (1,), generator=generator))
+        if on_choice is not None:
+            on_choice(k)
+        view = pool[k]
+        return guided_forward(
+            model, z_t, logsnr, cond_image=view.image[None], cond_pose=view.pose[None], cond_K=view.K[None],
+            target_pose=target_pose, target_K=target_K, guidance=guidance,
+        )
+
+    return denoise
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Many views of one object
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _offset_progress(progress: Progress | None, offset: int, total: int) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, _n: progress(offset + done, total)
+
+
+def _rows(source: View, start: int, stop: int) -> View:
+    """The condition views of targets ``start:stop``: the one shared view, or a slice of per-target views."""
+    if source.image.ndim == 3:
+        return source
+    return View(source.image[start:stop], source.pose[start:stop], source.K[start:stop])
+
+
+def generate_views(
+    model: Callable[..., Tensor],
+    cfg: DiffusionConfig,
+    source: View,
+    target_poses: Tensor,
+    target_K: Tensor,
+    *,
+    stochastic: bool = False,
+    sampler: str = DEFAULT_SAMPLER,
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+    batch_size: int = 8,
+    spacing: Spacing = DEFAULT_SPACING,
+    on_choice: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Generate one image per target camera, ``[N, 3, H, W]`` clamped to [-1, 1].
+
+    Plain mode conditions every target on ``source`` only, ``batch_size`` targets denoised together (``source``
+    may also hold one condition view per target: ``[N,3,H,W]`` / ``[N,4,4]`` / ``[N,3,3]``).
+    Stochastic mode (3DiM) generates the targets one after another, in the given order; at every step of
+    target ``n`` the condition is drawn uniformly from ``{source} ∪ {targets 0..n-1 as generated}`` with their
+    cameras. ``on_choice(n, index)`` observes those draws (index 0 = source). ``progress(done, total)`` counts
+    denoising steps over the whole call.
+    """
+    n = target_poses.shape[0]
+    if target_K.ndim == 2:
+        target_K = target_K.expand(n, 3, 3)
+    device = source.image.device
+    target_poses, target_K = target_poses.to(device), target_K.to(device)
+    shape_1 = tuple(source.image.shape[-3:])
+    outputs: list[Tensor] = []
+    if stochastic:
+        if source.image.ndim != 3:
+            raise ValueError("stochastic conditioning starts from one source view")
+        total = n * steps
+        pool: list[View] = [source]
+        for j in range(n):
+            choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
+            denoise = stochastic_denoiser(
+                model, pool, target_poses[j : j + 1], target_K[j : j + 1], guidance, generator, choice
+            )
+            x = sample(
+                denoise, (1, *shape_1), cfg, sampler, steps, generator=generator, device=device, spacing=spacing,
+                progress=_offset_progress(progress, j * steps, total),
+            ).clamp(-1, 1)
+            outputs.append(x)
+            pool.append(View(x[0], target_poses[j], target_K[j]))
+    else:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        chunks = list(range(0, n, batch_size))
+        total = len(chunks) * steps
+        for c, start in enumerate(chunks):
+            stop = min(start + batch_size, n)
+            denoise = conditional_denoiser(
+                model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], guidance
+            )
+            x = sample(
+                denoise, (stop - start, *shape_1), cfg, sampler, steps, generator=generator, device=device,
+                spacing=spacing, progress=_offset_progress(progress, c * steps, total),
+            ).clamp(-1, 1)
+            outputs.append(x)
+    return torch.cat(outputs)
+
+
+def regress_views(
+    model: Callable[..., Tensor],
+    source: View,
+    target_poses: Tensor,
+    target_K: Tensor,
+    *,
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> Tensor:
+    """One-step prediction with a regression checkpoint (see ``diffusion.regression_loss``): ``[N,3,H,W]``."""
+    n = target_poses.shape[0]
+    if target_K.ndim == 2:
+        target_K = target_K.expand(n, 3, 3)
+    device = source.image.device
+    target_poses, target_K = target_poses.to(device), target_K.to(device)
+    outputs = []
+    chunks = list(range(0, n, batch_size))
+    for c, start in enumerate(chunks):
+        stop = min(start + batch_size, n)
+        b = stop - start
+        src = _rows(source, start, stop)
+        shape_1 = src.image.shape[-3:]
+        out = model(
+            src.image.new_zeros(b, *shape_1),
+            torch.full((b,), REGRESSION_LOGSNR, device=device),
+            cond_image=src.image.expand(b, *shape_1),
+            cond_pose=src.pose.expand(b, 4, 4),
+            target_pose=target_poses[start:stop],
+            cond_K=src.K.expand(b, 3, 3),
+            target_K=target_K[start:stop],
+            drop_cond=None,
+        )
+        outputs.append(out[:, : shape_1[0]].float().clamp(-1, 1))
+        if progress is not None:
+            progress(c + 1, len(chunks))
+    return torch.cat(outputs)
+
+
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "DEFAULT_SAMPLER",
+    "DEFAULT_SPACING",
+    "DEFAULT_STEPS",
+    "SAMPLERS",
+    "Denoiser",
+    "Progress",
+    "View",
+    "canonical_sampler",
+    "conditional_denoiser",
+    "generate_views",
+    "guided_forward",
+    "make_scheduler",
+    "regress_views",
+    "sample",
+    "scheduler_logsnr",
+    "stochastic_denoiser",
+    "timestep_indices",
+]

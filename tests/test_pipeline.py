@@ -1,0 +1,214 @@
+"""Pipeline: checkpoints in, PIL images out; cameras, preprocessing, orbits, regression checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from novelview import cameras
+from novelview.checkpoint import CheckpointConfig, save_checkpoint
+from novelview.diffusion import DiffusionConfig
+from novelview.errors import CheckpointError, ConfigError, PoseError
+from novelview.models.presets import build_model
+from novelview.pipeline import DEFAULT_CAMERA, Pipeline
+
+SIZE = 16
+DATA = {"radius": 2.0, "fov_deg": 50.0, "elevation_mean": 10.0}
+
+
+def make_checkpoint(path, preset="xunet-tiny", objective="diffusion", data=DATA, diffusion=None, **overrides):
+    torch.manual_seed(0)
+    model = build_model(preset, SIZE, **overrides)
+    config = CheckpointConfig(
+        model=model.config.to_dict(), diffusion=diffusion or DiffusionConfig(), objective=objective, data=data
+    )
+    return save_checkpoint(path, model, config, ema=model)
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return Pipeline.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("ck") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def picture():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+
+
+def test_loads_checkpoint_and_camera_defaults(pipe, tmp_path):
+    assert pipe.image_size == SIZE and not pipe.is_regression
+    assert pipe.camera_defaults() == DATA
+    pose, K = pipe.input_camera()
+    az, el, r = cameras.pose_to_spherical(pose)
+    assert abs(el.item() - 10.0) < 1e-4 and abs(r.item() - 2.0) < 1e-5 and abs(az.item()) < 1e-4
+    assert abs(cameras.fov_of(K, SIZE).item() - 50.0) < 1e-4
+    bare = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "bare", data={}))
+    assert bare.camera_defaults() == DEFAULT_CAMERA == {"radius": 2.5, "fov_deg": 40.0, "elevation_mean": 17.5}
+
+
+def test_run_directory_resolves_to_latest_checkpoint(tmp_path):
+    make_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000010")
+    make_checkpoint(tmp_path / "run" / "checkpoints" / "step_0000020", data={})
+    assert Pipeline.from_checkpoint(tmp_path / "run").camera_defaults() == DEFAULT_CAMERA
+
+
+def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOVELVIEW_CHECKPOINT", str(tmp_path / "nothing"))
+    with pytest.raises(CheckpointError, match="--checkpoint") as err:
+        Pipeline.from_checkpoint()
+    assert "train" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_preprocess_is_what_the_model_sees(pipe):
+    rgba = np.zeros((20, 40, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, 10:30, 3] = 255  # opaque red square in the middle, transparent sides
+    shown = pipe.preprocess(Image.fromarray(rgba, "RGBA"))
+    assert shown.mode == "RGB" and shown.size == (SIZE, SIZE)
+    assert np.asarray(shown)[SIZE // 2, SIZE // 2].tolist() == [255, 0, 0]  # centre crop keeps the red square
+    padded = np.asarray(pipe.preprocess(Image.fromarray(rgba, "RGBA"), crop="pad"))
+    assert padded[0, SIZE // 2].tolist() == [255, 255, 255]  # white padding above
+    gray = pipe.preprocess(Image.fromarray(np.full((8, 8), 128, np.uint8), "L"))
+    assert gray.mode == "RGB" and gray.size == (SIZE, SIZE)
+
+
+def test_synthesize_relative_and_absolute_agree(pipe, picture):
+    views = pipe.synthesize(picture, azimuth=[90, -45], elevation=[0, 20], steps=3, seed=1)
+    assert len(views) == 2 and all(v.size == (SIZE, SIZE) and v.mode == "RGB" for v in views)
+    input_pose, _ = pipe.input_camera()
+    poses = torch.stack([cameras.rotate_about_target(input_pose, 90, 0), cameras.rotate_about_target(input_pose, -45, 20)])
+    absolute = pipe.synthesize(picture, target_poses=poses.numpy().tolist(), steps=3, seed=1)
+    for a, b in zip(views, absolute):
+        assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1
+
+
+def test_synthesize_deterministic_per_seed(pipe, picture):
+    kw = dict(azimuth=60, steps=3, guidance=2.0, sampler="ddpm")
+    a = np.asarray(pipe.synthesize(picture, seed=5, **kw)[0])
+    b = np.asarray(pipe.synthesize(picture, seed=5, **kw)[0])
+    c = np.asarray(pipe.synthesize(picture, seed=6, **kw)[0])
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_radius_and_input_overrides(pipe, picture):
+    seen = {}
+    orig = pipe._generate
+
+    def spy(source, target_poses, **kw):
+        seen["source"], seen["targets"] = source, target_poses
+        return orig(source, target_poses, **kw)
+
+    pipe._generate = spy
+    try:
+        pipe.synthesize(picture, azimuth=30, radius=3.0, input_elevation=25.0, fov_deg=30.0, steps=1)
+    finally:
+        del pipe._generate
+    _, el, r = cameras.pose_to_spherical(seen["targets"][0].double())
+    assert abs(r.item() - 3.0) < 1e-4 and abs(el.item() - 25.0) < 1e-3
+    assert abs(cameras.fov_of(seen["source"].K, SIZE).item() - 30.0) < 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        (dict(), ConfigError),
+        (dict(azimuth=10, target_poses=np.eye(4)), ConfigError),
+        (dict(elevation=80.0), PoseError),  # 10 + 80 reaches the pole
+        (dict(elevation=-120.0), PoseError),
+        (dict(azimuth=float("nan")), ConfigError),
+        (dict(target_poses=np.full((4, 4), np.nan)), PoseError),
+        (dict(target_poses=np.diag([2.0, 2.0, 2.0, 1.0])), PoseError),
+        (dict(target_poses=np.eye(3)), PoseError),
+        (dict(azimuth=10, steps=0), ConfigError),
+        (dict(azimuth=10, sampler="euler"), ConfigError),
+        (dict(azimuth=10, guidance=-1.0), ConfigError),
+        (dict(azimuth=10, seed=-3), ConfigError),
+        (dict(azimuth=10, input_pose=np.diag([1.0, 1.0, -1.0, 1.0])), PoseError),
+    ],
+)
+def test_bad_arguments_are_user_errors(pipe, picture, kwargs, error):
+    with pytest.raises(error):
+        pipe.synthesize(picture, **{"steps": 1, **kwargs})
+
+
+def test_bad_images_are_user_errors(pipe, tmp_path):
+    from novelview.errors import DataError
+
+    corrupt = tmp_path / "bad.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for src in (corrupt, empty, tmp_path / "missing.png", np.zeros((0, 5, 3), np.uint8)):
+        with pytest.raises(DataError):
+            pipe.synthesize(src, azimuth=10, steps=1)
+
+
+def test_orbit_stochastic_starts_with_the_input(pipe, picture):
+    seen = []
+    frames = pipe.orbit(picture, n_views=4, steps=2, progress=lambda d, t: seen.append((d, t)))
+    assert len(frames) == 4 and all(f.size == (SIZE, SIZE) for f in frames)
+    assert np.array_equal(np.asarray(frames[0]), np.asarray(pipe.preprocess(picture)))
+    assert seen == [(i, 6) for i in range(1, 7)]  # 3 generated views x 2 steps
+    plain = pipe.orbit(picture, n_views=4, steps=2, stochastic=False, batch_size=8)
+    assert len(plain) == 4 and np.array_equal(np.asarray(plain[0]), np.asarray(frames[0]))
+    # the first generated view is conditioned on the input alone in both modes (same noise: same seed)
+    assert np.abs(np.asarray(plain[1], np.int16) - np.asarray(frames[1], np.int16)).max() <= 1
+
+
+def test_orbit_off_the_input_elevation_generates_every_frame(pipe, picture):
+    seen = []
+    frames = pipe.orbit(picture, n_views=3, elevation=15.0, steps=2, progress=lambda d, t: seen.append(t))
+    assert len(frames) == 3 and set(seen) == {6}
+    with pytest.raises(ConfigError):
+        pipe.orbit(picture, n_views=0)
+    with pytest.raises(PoseError):
+        pipe.orbit(picture, n_views=3, elevation=85.0, steps=1)
+
+
+def test_progress_raising_cancels(pipe, picture):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        pipe.orbit(picture, n_views=3, steps=5, progress=cancel)
+
+
+def test_regression_checkpoint_is_one_step(tmp_path, picture):
+    reg = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "reg", objective="regression"))
+    seen = []
+    views = reg.synthesize(picture, azimuth=[30, 60, 90], steps=50, progress=lambda d, t: seen.append((d, t)))
+    assert len(views) == 3 and seen == [(1, 1)]
+    frames = reg.orbit(picture, n_views=4)
+    assert len(frames) == 4
+
+
+def test_learned_variance_and_dit_checkpoints(tmp_path, picture):
+    lv = Pipeline.from_checkpoint(
+        make_checkpoint(tmp_path / "lv", diffusion=DiffusionConfig(learn_variance=True), learn_variance=True)
+    )
+    for sampler in ("ddpm", "ddim", "dpmpp"):
+        (view,) = lv.synthesize(picture, azimuth=45, steps=2, sampler=sampler)
+        assert view.size == (SIZE, SIZE)
+    dit = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "dit", preset="dit-tiny"))
+    assert len(dit.orbit(picture, n_views=3, steps=2)) == 3
+
+
+def test_guidance_default_depends_on_condition_dropout(tmp_path):
+    no_drop = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "nd", diffusion=DiffusionConfig(cond_drop_prob=0.0)))
+    assert no_drop.default_guidance() == 1.0
+
+
+def test_compile_and_autocast_options(tmp_path, picture):
+    path = make_checkpoint(tmp_path / "c")
+    compiled = Pipeline.from_checkpoint(path, compile=True)
+    assert compiled._net is not compiled.model  # wrapped by torch.compile (compiles lazily on first call)
+    bf16 = Pipeline.from_checkpoint(path, autocast=True)
+    (view,) = bf16.synthesize(picture, azimuth=45, steps=2)
+    assert view.size == (SIZE, SIZE)
+    assert Pipeline.from_checkpoint(path).autocast is False  # CPU default: fp32
