@@ -178,11 +178,13 @@ def bench_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
 def print_tables(result: dict[str, Any]) -> None:
     if result.get("speed"):
         print(f"\nspeed ({result['machine']['torch_threads']} threads, load {result['machine']['load_average']})")
-        print(f"{'model':24s} {'size':>4s} {'precision':>14s} {'s/view':>8s} {'orbit stoch s':>14s} {'orbit plain s':>14s}")
+        print(f"{'model':24s} {'size':>4s} {'precision':>14s} {'s/view':>8s} {'orbit stoch s':>14s} "
+              f"{'orbit plain s':>14s}")
         for r in result["speed"]:
             print(f"{r['model'][:24]:24s} {r['image_size']:4d} {r['precision']:>14s} {r['view_s']:8.3f} "
                   f"{r.get('orbit_stochastic_s', float('nan')):14.2f} {r.get('orbit_plain_s', float('nan')):14.2f}")
-        print(f"targets: <= {TARGET_VIEW_S} s/view, <= {TARGET_ORBIT_S} s per 24-view orbit (25 DPM-Solver++ steps, guidance)")
+        print(f"targets: <= {TARGET_VIEW_S} s/view, <= {TARGET_ORBIT_S} s per 24-view orbit "
+              "(25 DPM-Solver++ steps, guidance)")
     if result.get("quality"):
         print(f"\nquality ({result.get('quality_checkpoint')}, {result.get('quality_data')})")
         print(f"{'sampler':8s} {'steps':>5s} {'PSNR':>7s} {'SSIM':>7s} {'s/view':>8s}")
@@ -195,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--presets", nargs="+", default=["xunet-tiny", "dit-tiny"])
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=None, help="default 3 for speed; the checkpoint's default for quality")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="default 3 for speed; the checkpoint's default for quality")
     p.add_argument("--views", type=int, default=24, help="orbit length for the speed test (0: skip orbits)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             result = {}
     result["machine"] = machine()
     if result["machine"]["load_average"][0] > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {result['machine']['load_average']}: timings are not trustworthy", file=sys.stderr)
+        print(f"warning: load average {result['machine']['load_average']}: timings are not trustworthy",
+              file=sys.stderr)
     if not args.no_speed:
         guidance, args.guidance = args.guidance, speed_guidance
         result["speed"] = bench_speed(args)

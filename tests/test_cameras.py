@@ -128,7 +128,7 @@ def _bad_bottom_row(p: torch.Tensor) -> torch.Tensor:
      (lambda p: p[:3], "4x4")],
     ids=["nan", "scaled", "reflected", "bottom-row", "shape"],
 )
-def test_validate_pose_rejects(gen: torch.Generator, corrupt, words: str) -> None:  # noqa: ANN001
+def test_validate_pose_rejects(gen: torch.Generator, corrupt, words: str) -> None:
     bad = corrupt(random_poses(gen, 1)[0].clone())
     with pytest.raises(PoseError) as info:
         cameras.validate_pose(bad, name="scene/pose/000007.txt")
@@ -240,7 +240,7 @@ def test_depth_map_agrees_with_rays() -> None:
 
 def test_orbit_poses_evenly_spaced() -> None:
     poses = cameras.orbit_poses(8, 20.0, 2.5)
-    az, el, r = cameras.pose_to_spherical(poses.double())
+    az, el, _ = cameras.pose_to_spherical(poses.double())
     assert torch.allclose(torch.diff(az), torch.full((7,), 45.0, dtype=torch.float64), atol=1e-3)
     assert torch.allclose(el, torch.full((8,), 20.0, dtype=torch.float64), atol=1e-3)
     assert math.isclose(cameras.angle_between_views(poses[0], poses[4]).item(), 2 * (90 - 20), abs_tol=1e-2)

@@ -452,7 +452,7 @@ def test_cli_user_errors_have_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from novelview.cli import main; main()", "data", "synth", str(tmp_path / "out"),
          "--objects", "1", "--views", "2", "--size", "8", "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

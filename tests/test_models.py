@@ -11,7 +11,6 @@ from novelview import cameras
 from novelview.errors import ConfigError
 from novelview.models import presets
 from novelview.models.presets import (
-    build_from_config,
     build_model,
     config_from_dict,
     count_parameters,

@@ -79,7 +79,9 @@ def test_synthesize_relative_and_absolute_agree(pipe, picture):
     views = pipe.synthesize(picture, azimuth=[90, -45], elevation=[0, 20], steps=3, seed=1)
     assert len(views) == 2 and all(v.size == (SIZE, SIZE) and v.mode == "RGB" for v in views)
     input_pose, _ = pipe.input_camera()
-    poses = torch.stack([cameras.rotate_about_target(input_pose, 90, 0), cameras.rotate_about_target(input_pose, -45, 20)])
+    poses = torch.stack(
+        [cameras.rotate_about_target(input_pose, 90, 0), cameras.rotate_about_target(input_pose, -45, 20)]
+    )
     absolute = pipe.synthesize(picture, target_poses=poses.numpy().tolist(), steps=3, seed=1)
     for a, b in zip(views, absolute):
         assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 1

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
@@ -82,7 +81,8 @@ def page(browser: "sync_api.Browser", server: str) -> Iterator["sync_api.Page"]:
 
     pg.on("console", on_console)
     # Anything not from our server (CDN, fonts) would be a bug: the page must be self-contained.
-    pg.on("request", lambda req: None if req.url.startswith(server) else problems.append(f"external: {req.url}"))
+    local = (server, "blob:" + server, "data:")  # blob: = the preview picture the page made from our own PNG
+    pg.on("request", lambda req: None if req.url.startswith(local) else problems.append(f"external: {req.url}"))
     pg.goto(server + "/")
     pg.wait_for_function("() => document.getElementById('model-info').textContent.includes('px')")
     yield pg

@@ -122,32 +122,37 @@ def _fresh_weights() -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_during_checkpointing_leaves_a_loadable_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    """Checkpoint at every step, SIGKILL at arbitrary moments, resume, repeat: the latest is always loadable."""
     run = tmp_path / "killed"
-    args = [
-        sys.executable, "-m", "novelview.cli", "train", "--data", str(dataset), "--out", str(run), "--size", "16",
-        "--steps", "100000", "--batch-size", "2", "--checkpoint-every", "1", "--keep", "2", "--sample-every", "0",
-        "--val-every", "100000",
-    ]
-    proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while len(ckpt.list_checkpoints(run)) < 2 and time.time() < deadline:
-            time.sleep(0.05)
-        assert ckpt.list_checkpoints(run), "training wrote no checkpoint"
-        # It now writes a checkpoint at every step; kill it at a few arbitrary moments.
-        for delay in (0.013, 0.037, 0.071):
-            time.sleep(delay)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    latest = ckpt.list_checkpoints(run)[-1]
-    model, config = ckpt.load_model(latest)
-    assert config.image_size == 16
-    state = ckpt.load_training_state(latest)
-    assert state["step"] == int(latest.name.split("_")[1])
-    # And training resumes from it.
-    _cli(*args[3:8], str(run), "--size", "16", "--steps", str(state["step"] + 1), "--batch-size", "2",
-         "--checkpoint-every", "1", "--sample-every", "0", "--val-every", "100000", "--resume")
+
+    def launch(resume: bool) -> subprocess.Popen:
+        args = [
+            sys.executable, "-m", "novelview.cli", "train", "--data", str(dataset), "--out", str(run),
+            "--size", "16", "--steps", "100000", "--batch-size", "2", "--checkpoint-every", "1", "--keep", "2",
+            "--sample-every", "0", "--val-every", "100000", *(["--resume"] if resume else []),
+        ]
+        return subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    last_step = 0
+    for cycle, delay in enumerate((0.05, 0.13, 0.29)):
+        proc = launch(resume=cycle > 0)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                found = ckpt.list_checkpoints(run)
+                if found and int(found[-1].name.split("_")[1]) >= last_step + 2:
+                    break
+                time.sleep(0.02)
+            time.sleep(delay)  # now it is somewhere inside a step or a checkpoint write
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        latest = ckpt.list_checkpoints(run)[-1]
+        model, config = ckpt.load_model(latest)
+        assert config.image_size == 16
+        state = ckpt.load_training_state(latest)
+        assert state["step"] == int(latest.name.split("_")[1]) > last_step
+        last_step = state["step"]
 
 
 def test_end_to_end_loss_falls_and_checkpoint_samples(dataset: Path, tmp_path: Path) -> None:

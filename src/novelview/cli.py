@@ -6,6 +6,7 @@ Every command imports what it needs lazily so ``novelview --help`` stays fast. U
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -173,7 +174,8 @@ def train(
         keep_checkpoints=keep, val_every=val_every, sample_every=sample_every,
     )
     result = run_training(cfg, resume=resume)
-    typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
 
 
 # ============================================================== sample / orbit
@@ -181,6 +183,9 @@ def train(
 _CHECKPOINT_HELP = "Checkpoint or training-run directory (default: the shipped model, or $NOVELVIEW_CHECKPOINT)."
 _SAMPLER_HELP = "dpmpp (DPM-Solver++ 2M), ddim or ddpm (ancestral)."
 _GUIDANCE_HELP = "Classifier-free guidance weight w: 1 = plain conditional, 0 = unconditional (default 3)."
+_INPUT_ELEVATION_HELP = "Elevation of the input camera in degrees (default: the training data's mean)."
+_PAD_HELP = "Pad a non-square input with white instead of centre-cropping it."
+_DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."
 
 
 def _device(name: str) -> str:
@@ -300,18 +305,28 @@ def write_orbit(frames: list, out: Path, fps: float = 8.0, columns: int | None =
 def sample(
     image: Path = typer.Option(..., "--image", help="Input picture of the object (PNG/JPEG/...; alpha -> white)."),
     out: Path = typer.Option(..., "--out", help="Output .png (several targets: OUT_000.png, OUT_001.png, ...)."),
-    azimuth: Optional[float] = typer.Option(None, "--azimuth", help="Degrees to turn around the object, relative to the input view."),
-    elevation: Optional[float] = typer.Option(None, "--elevation", help="Degrees to move up (+) or down (-), relative to the input view."),
-    radius: Optional[float] = typer.Option(None, "--radius", help="Target camera distance (default: the input camera's)."),
-    poses: Optional[Path] = typer.Option(None, "--poses", help="JSON list of absolute 4x4 OpenCV camera-to-world matrices (instead of --azimuth/--elevation)."),
+    azimuth: Optional[float] = typer.Option(
+        None, "--azimuth", help="Degrees to turn around the object, relative to the input view."
+    ),
+    elevation: Optional[float] = typer.Option(
+        None, "--elevation", help="Degrees to move up (+) or down (-), relative to the input view."
+    ),
+    radius: Optional[float] = typer.Option(
+        None, "--radius", help="Target camera distance (default: the input camera's)."
+    ),
+    poses: Optional[Path] = typer.Option(
+        None, "--poses",
+        help="JSON list of absolute 4x4 OpenCV camera-to-world matrices (instead of --azimuth/--elevation), "
+        'or {"target_poses": [...], "input_pose": 4x4}.',
+    ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
     steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps."),
     sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same views)."),
-    input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help="Elevation of the input camera (default: the training data's mean)."),
-    pad: bool = typer.Option(False, "--pad", help="Pad a non-square input with white instead of centre-cropping it."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto."),
+    input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
+    pad: bool = typer.Option(False, "--pad", help=_PAD_HELP),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
     """Paint the object in IMAGE as seen from another camera."""
     from novelview.errors import ConfigError
@@ -343,22 +358,32 @@ def sample(
 @app.command()
 def orbit(
     image: Path = typer.Option(..., "--image", help="Input picture of the object."),
-    out: Path = typer.Option(..., "--out", help="Output .gif or .mp4 (a PNG contact sheet OUT_sheet.png is written beside it), or .png for the sheet only."),
+    out: Path = typer.Option(
+        ..., "--out",
+        help="Output .gif or .mp4 (a PNG contact sheet OUT_sheet.png is written beside it), or .png for the sheet.",
+    ),
     views: int = typer.Option(24, "--views", min=1, help="Frames around the full turn (frame 0 is the input view)."),
-    elevation: Optional[float] = typer.Option(None, "--elevation", help="Orbit elevation relative to the input view (degrees; default 0)."),
-    radius: Optional[float] = typer.Option(None, "--radius", help="Camera distance of the orbit (default: the input camera's)."),
-    stochastic: bool = typer.Option(True, "--stochastic/--no-stochastic", help="3DiM stochastic conditioning on all views so far (default), or condition every view on the input only."),
+    elevation: Optional[float] = typer.Option(
+        None, "--elevation", help="Orbit elevation relative to the input view (degrees; default 0)."
+    ),
+    radius: Optional[float] = typer.Option(
+        None, "--radius", help="Camera distance of the orbit (default: the input camera's)."
+    ),
+    stochastic: bool = typer.Option(
+        True, "--stochastic/--no-stochastic",
+        help="3DiM stochastic conditioning on the input and all views so far (default), or the input only.",
+    ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
     steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps per view."),
     sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
-    input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help="Elevation of the input camera (default: the training data's mean)."),
+    input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
     upscale: int = typer.Option(1, "--upscale", min=1, max=16, help="Enlarge frames K times for viewing."),
     upscale_filter: str = typer.Option("nearest", "--upscale-filter", help="nearest or bicubic."),
     fps: float = typer.Option(8.0, "--fps", min=0.1, max=60.0, help="Frames per second of the animation."),
-    pad: bool = typer.Option(False, "--pad", help="Pad a non-square input with white instead of centre-cropping it."),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, ... or auto."),
+    pad: bool = typer.Option(False, "--pad", help=_PAD_HELP),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
     """Generate VIEWS frames around the object in IMAGE and write an animation plus a contact sheet."""
     from novelview.errors import ConfigError

@@ -23,7 +23,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from novelview.errors import DataError
 
-ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray, Tensor, bytes]
+ImageSource = str | os.PathLike | Image.Image | np.ndarray | Tensor | bytes
 Crop = Literal["center", "pad"]
 
 #: Refuse images with more pixels than this (about 8k x 8k) before decoding them.

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +277,7 @@ class Pipeline:
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
-        batch_size: int = 8,
+        batch_size: int = 16,
     ) -> list[Image.Image]:
         """Novel views of the object in ``image``, one per target camera, each conditioned on ``image`` only.
 
@@ -323,7 +322,7 @@ class Pipeline:
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
-        batch_size: int = 8,
+        batch_size: int = 16,
     ) -> list[Image.Image]:
         """``n_views`` frames evenly spaced in azimuth around the object, starting at the input view.
 

@@ -25,9 +25,21 @@ level is the trained one (logSNR = ``logsnr_min``, alpha_bar ~2e-9, not zero), s
 Spacing. ``"trailing"`` (default) starts at the last grid level (logSNR = ``logsnr_min``, pure noise in
 practice) and ends ``T / steps`` levels above clean; ``"leading"`` starts ``T / steps`` levels *below* pure
 noise (logSNR about -5.6 at 25 steps for the cosine schedule) although ``z`` is initialised as pure noise — the
-flaw described by Lin et al. 2024. Measured with an exact (oracle) denoiser for a Gaussian data distribution,
-trailing reproduces the data statistics better for every sampler (see ``tests/test_sampling.py`` and
-``docs``/the module report), so it is the default; ``"leading"`` and ``"linspace"`` stay selectable.
+flaw described by Lin et al. 2024. Measured with an exact (oracle) denoiser for data with N(0.3, 0.5^2) pixels
+(default v-prediction cosine schedule; error of the samples' mean / std, 49k pixels)::
+
+    steps  spacing    dpmpp            ddim             ddpm
+    10     trailing   -0.004 / -0.020  -0.004 / -0.072  -0.002 / -0.111
+    10     leading    -0.038 / +0.196  -0.024 / -0.067  -0.005 / -0.111
+    25     trailing   -0.004 / +0.003  -0.004 / -0.030  -0.001 / -0.058
+    25     leading    -0.014 / +0.045  -0.013 / -0.029  -0.001 / -0.058
+    50     trailing   -0.004 / +0.002  -0.004 / -0.015  -0.002 / -0.031
+    50     leading    -0.009 / +0.011  -0.008 / -0.015  -0.003 / -0.031
+
+Trailing is clearly better for DPM-Solver++ (the default sampler) and for DDIM's mean, and ties elsewhere, so it
+is the default; ``"leading"`` and ``"linspace"`` stay selectable (linspace behaves like leading for DPM-Solver++).
+DDPM's low std at few steps is its fixed "small" posterior variance, not a plumbing error (it vanishes with
+steps: ``tests/test_sampling.py::test_oracle_gaussian_data_statistics``).
 
 Nothing clips: ``clip_sample=False`` and ``thresholding=False`` everywhere; images are clamped to [-1, 1] only
 when they become pictures (or condition views, in stochastic conditioning).
@@ -237,7 +249,8 @@ def sample(
         # The last step goes to alpha_bar = 1, where the update's mean *is* the x0 estimate; taking it directly
         # skips DDPM's final noise draw (variance ~0 there, but the learned-range variance need not be).
         last = i == total - 1
-        z = step.pred_original_sample if last and getattr(step, "pred_original_sample", None) is not None else step.prev_sample
+        x0 = getattr(step, "pred_original_sample", None)
+        z = x0 if last and x0 is not None else step.prev_sample
         if progress is not None:
             progress(i + 1, total)
     return z
@@ -369,7 +382,7 @@ def generate_views(
     guidance: float = DEFAULT_GUIDANCE,
     generator: torch.Generator | None = None,
     progress: Progress | None = None,
-    batch_size: int = 8,
+    batch_size: int = 16,
     spacing: Spacing = DEFAULT_SPACING,
     on_choice: Callable[[int, int], None] | None = None,
 ) -> Tensor:
@@ -429,7 +442,7 @@ def regress_views(
     target_poses: Tensor,
     target_K: Tensor,
     *,
-    batch_size: int = 8,
+    batch_size: int = 16,
     progress: Progress | None = None,
 ) -> Tensor:
     """One-step prediction with a regression checkpoint (see ``diffusion.regression_loss``): ``[N,3,H,W]``."""

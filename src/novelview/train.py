@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -123,7 +124,8 @@ class _SampleStream(Dataset):
     def __getitem__(self, position: int) -> dict[str, Any]:
         epoch, offset = divmod(position, len(self.dataset))
         index = int(self._permutation(epoch)[offset])
-        return self.dataset.get_item(index, epoch)
+        self.dataset.set_epoch(epoch)  # the dataset keys its choice of view pair by (seed, epoch, index)
+        return self.dataset[index]
 
 
 class _RankBatches(Sampler[list[int]]):
@@ -223,7 +225,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         model.load_state_dict(ckpt.load_weights(latest, ckpt.MODEL_FILE))
         start_step = int(state["step"])
 
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    # accelerate only forms a gloo process group on CPU when told cpu=True.
+    accelerator = Accelerator(
+        mixed_precision="bf16" if cfg.precision == "bf16" else "no", cpu=not torch.cuda.is_available()
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        # Independent models trained on identical batches was the 3DiM seed's "distributed" training: refuse.
+        raise RuntimeError(
+            f"launched as {launched} processes but the process group has {accelerator.num_processes}; "
+            "gradients would not be averaged"
+        )
     ema = _make_ema(model, cfg.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Not handed to accelerate: it would step the scheduler once per process.
@@ -388,13 +400,14 @@ def _validation_loss(model: nn.Module, dataset: Any, cfg: TrainConfig, accelerat
     losses = []
     for b in range(cfg.val_batches):
         items = [stream[b * per_batch + j] for j in range(per_batch)]
-        batch = {k: torch.stack([it[k] for it in items]).to(accelerator.device) for k in items[0] if k.endswith(("image", "pose", "K"))}
+        batch = {k: v.to(accelerator.device) for k, v in _collate_tensors(items).items()}
         with accelerator.autocast():
             if cfg.objective == "regression":
                 out = regression_loss(model, batch, kind=cfg.regression_loss)
             else:
                 shape = tuple(batch["target_image"].shape)
-                out = training_loss(model, batch, cfg.diffusion, draw=draw_noise(shape, cfg.diffusion, _step_generator(cfg.seed, b, salt=1)))
+                draw = draw_noise(shape, cfg.diffusion, _step_generator(cfg.seed, b, salt=1))
+                out = training_loss(model, batch, cfg.diffusion, draw=draw)
         losses.append(out["loss"].item())
     return sum(losses) / len(losses) if losses else None
 
@@ -402,26 +415,30 @@ def _validation_loss(model: nn.Module, dataset: Any, cfg: TrainConfig, accelerat
 def _write_sample_grid(model: nn.Module, dataset: Any, cfg: TrainConfig, path: Path, n: int = 8) -> None:
     """condition | ground truth | generated, for a few fixed held-out pairs (EMA weights)."""
     from novelview.images import make_grid
-    from novelview.sampling import generate
+    from novelview.sampling import View, generate_views, regress_views
 
     stream = _SampleStream(dataset, cfg.seed + 2)
     items = [stream[i] for i in range(min(n, len(dataset)))]
-    batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k.endswith(("image", "pose", "K"))}
+    batch = _collate_tensors(items)
+    source = View(batch["cond_image"], batch["cond_pose"], batch["cond_K"])
     was_training = model.training
     model.eval()
-    generated = generate(
-        model,
-        batch,
-        cfg.diffusion,
-        objective=cfg.objective,
-        steps=cfg.sample_steps,
-        guidance=1.0,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+    with torch.inference_mode():
+        if cfg.objective == "regression":
+            generated = regress_views(model, source, batch["target_pose"], batch["target_K"])
+        else:
+            generated = generate_views(
+                model, cfg.diffusion, source, batch["target_pose"], batch["target_K"], steps=cfg.sample_steps,
+                generator=torch.Generator().manual_seed(cfg.seed),
+            )
     model.train(was_training)
     rows = [[batch["cond_image"][i], batch["target_image"][i], generated[i]] for i in range(len(items))]
     path.parent.mkdir(parents=True, exist_ok=True)
     make_grid(rows).save(path)
+
+
+def _collate_tensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k, v in items[0].items() if isinstance(v, torch.Tensor)}
 
 
 class _RunLogger:

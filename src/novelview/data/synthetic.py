@@ -332,7 +332,7 @@ def _sphere_candidates(origins: Tensor, dirs: Tensor, centre: Tensor, radius: fl
     return ((disc >= 0) & (-b + disc.clamp_min(0).sqrt() > 0)).nonzero()[:, 0]
 
 
-def _render_batch(obj: SynthObject, poses: Tensor, k: Tensor, size: int, light_dir, ambient: float) -> Rendering:  # noqa: ANN001
+def _render_batch(obj: SynthObject, poses: Tensor, k: Tensor, size: int, light_dir, ambient: float) -> Rendering:
     b = len(poses)
     # Rays in float64 (a few ops) so that pixel directions do not depend on BLAS threading; the intersections
     # run in float32.
@@ -465,7 +465,7 @@ def generate(
     Rendering (torch, main thread) overlaps with PNG encoding and file writes (a small thread pool; PIL and
     file I/O release the GIL), which keeps both cores of a small machine busy.
     """
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from tqdm.auto import tqdm
 
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
@@ -487,6 +487,7 @@ def generate(
 __all__ = [
     "KINDS",
     "OBJECT_RADIUS",
+    "ObjectViews",
     "Primitive",
     "Rendering",
     "SynthConfig",
@@ -494,7 +495,6 @@ __all__ = [
     "dataset_json",
     "generate",
     "intersect",
-    "ObjectViews",
     "object_name",
     "random_object",
     "render",

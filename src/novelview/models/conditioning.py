@@ -177,10 +177,13 @@ class PoseEmbedding(nn.Module):
             origins, dirs = cameras.pixel_rays(rel, k, size[0], size[1])  # [B, 2, h, w, 3]
             if self.mode == "plucker":
                 pl = cameras.plucker(origins, dirs)
-                dirs, origins = pl[..., :3], pl[..., 3:]  # direction and moment
-            f = torch.cat(
-                [fourier_features(dirs, self.dir_freqs), fourier_features(origins, self.pos_freqs)], dim=-1
-            )
+                pos = fourier_features(pl[..., 3:], self.pos_freqs)  # moments vary per pixel
+                dirs = pl[..., :3]
+            else:  # all rays of a camera share its origin: encode it once, broadcast over pixels
+                pos = fourier_features(rel[..., :3, 3], self.pos_freqs)[:, :, None, None].expand(
+                    *dirs.shape[:-1], -1
+                )
+            f = torch.cat([fourier_features(dirs, self.dir_freqs), pos], dim=-1)
             f = f.permute(0, 1, 4, 2, 3).to(out_dtype)  # [B, 2, D, h, w]
             if drop is not None:
                 f = torch.where(drop[:, None, None, None, None], torch.zeros_like(f), f)

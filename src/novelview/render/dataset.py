@@ -96,7 +96,7 @@ def is_complete(folder: Path, fmt: OutputFormat) -> bool:
 
 def render_one(mesh_path: Path, name: str, out: Path, cfg: RenderConfig) -> str:
     """Render one mesh into ``out/name`` atomically. Returns ``name``; raises on failure."""
-    from novelview.render.gl import GLRenderer  # noqa: PLC0415
+    from novelview.render.gl import GLRenderer
 
     mesh = load_mesh(mesh_path, up=cfg.up, radius=OBJECT_RADIUS)
     poses, k = object_cameras(cfg, name)
@@ -184,9 +184,9 @@ def render_dataset(
     progress: bool = True,
 ) -> RenderSummary:
     """Render every mesh under ``mesh_dir`` into ``out`` (see the module docstring)."""
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from tqdm.auto import tqdm
 
-    from novelview.render.gl import check_available  # noqa: PLC0415
+    from novelview.render.gl import check_available
 
     mesh_dir, out = Path(mesh_dir), Path(out)
     meshes = find_meshes(mesh_dir)

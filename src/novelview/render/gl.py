@@ -95,10 +95,10 @@ class MeshViews:
     mask: np.ndarray
 
 
-def create_context():  # noqa: ANN201 -- moderngl.Context, imported lazily
+def create_context():
     """A headless EGL context, or :class:`RenderUnavailable` explaining what to install."""
     try:
-        import moderngl  # noqa: PLC0415
+        import moderngl
     except ImportError as err:
         raise RenderUnavailable(f"moderngl is not installed ({err}); {INSTALL_HINT}") from None
     try:
@@ -111,7 +111,7 @@ def create_context():  # noqa: ANN201 -- moderngl.Context, imported lazily
 def check_available() -> None:
     """Raise :class:`RenderUnavailable` unless trimesh, moderngl and an EGL context all work."""
     try:
-        import trimesh  # noqa: F401, PLC0415
+        import trimesh  # noqa: F401
     except ImportError as err:
         raise RenderUnavailable(f"trimesh is not installed ({err}); {INSTALL_HINT}") from None
     create_context().release()
@@ -144,7 +144,7 @@ class GLRenderer:
         self.fbo = ctx.framebuffer(color_attachments=[self._colour, self._depth], depth_attachment=self._zbuffer)
         self._white = ctx.texture((1, 1), 4, data=bytes([255, 255, 255, 255]))
 
-    def __enter__(self) -> "GLRenderer":
+    def __enter__(self) -> GLRenderer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -177,7 +177,7 @@ class GLRenderer:
 
     def render(self, mesh: LoadedMesh, poses: Tensor, k: Tensor) -> MeshViews:
         """Render ``mesh`` from ``poses`` ``[V, 4, 4]`` (OpenCV c2w) with ``k`` ``[3, 3]`` (pixels at ``size``)."""
-        import moderngl  # noqa: PLC0415
+        import moderngl
 
         ctx = self.ctx
         aa, side = self.antialias, self.size * self.antialias
@@ -237,4 +237,4 @@ def _downsample(rgba: np.ndarray, depth: np.ndarray, aa: int) -> tuple[np.ndarra
     return out, np.where(mask, z, 0.0).astype(np.float32), mask
 
 
-__all__ = ["GLRenderer", "INSTALL_HINT", "MeshViews", "RenderUnavailable", "check_available", "create_context"]
+__all__ = ["INSTALL_HINT", "GLRenderer", "MeshViews", "RenderUnavailable", "check_available", "create_context"]

@@ -141,7 +141,7 @@ def _auto_smooth(positions: np.ndarray, normals: np.ndarray, max_angle_deg: floa
 
 def _scene_meshes(path: Path) -> list[Any]:
     """Every triangle mesh in the file, with its scene-graph transform applied."""
-    import trimesh  # noqa: PLC0415 (optional extra)
+    import trimesh
 
     try:
         loaded = trimesh.load(str(path), force="scene", process=False)

@@ -34,13 +34,12 @@ from typing import Any, AsyncIterator, Optional, Union
 from uuid import UUID
 
 import anyio
-from fastapi import FastAPI, File, Form, HTTPException, Request
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
-from fastapi import UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -108,10 +107,12 @@ def create_app(
     model_info = _model_info(pipeline, checkpoint_name)
     max_steps = _max_steps(pipeline)
     static = _read_static()
-    limiter: dict[str, anyio.CapacityLimiter] = {}  # created lazily: it needs a running event loop
+    # Bounds simultaneous decodes; made inside the serving event loop (lifespan, or the first request without one).
+    limiter: dict[str, anyio.CapacityLimiter] = {}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        limiter["decode"] = anyio.CapacityLimiter(settings.preprocess_concurrency)
         manager.start()
         try:
             yield
@@ -178,15 +179,15 @@ def create_app(
     async def read_image(upload: UploadFile) -> Image.Image:
         # read(limit + 1): never more than the limit in memory, whatever the client declared.
         data = await upload.read(settings.max_upload_bytes + 1)
-        if "lim" not in limiter:
-            limiter["lim"] = anyio.CapacityLimiter(settings.preprocess_concurrency)
+        if "decode" not in limiter:
+            limiter["decode"] = anyio.CapacityLimiter(settings.preprocess_concurrency)
 
         def decode_and_preprocess() -> Image.Image:
             image = decode_image(data, image_limits)
             return pipeline.preprocess(image)
 
         try:
-            return await anyio.to_thread.run_sync(decode_and_preprocess, limiter=limiter["lim"])
+            return await anyio.to_thread.run_sync(decode_and_preprocess, limiter=limiter["decode"])
         except UploadError as err:
             raise HTTPException(err.status, err.message) from None
         except NovelviewError as err:
@@ -211,7 +212,7 @@ def create_app(
 
     upload_responses = {
         413: {"model": schemas.ErrorInfo, "description": "upload larger than the limit"},
-        422: {"model": schemas.ErrorInfo, "description": "not a decodable image, or invalid parameters"},
+        422: {"model": schemas.ValidationErrorInfo, "description": "not a decodable image, or invalid parameters"},
     }
 
     @app.post(
@@ -260,7 +261,11 @@ def create_app(
         return JSONResponse(info, status_code=202, headers={"Location": f"/api/jobs/{job.id}"})
 
     job_id_doc = "job id (32 hex digits, as returned by POST /api/jobs)"
-    not_found_doc = {404: {"model": schemas.ErrorInfo, "description": "unknown or expired job"}}
+    # Our 422 bodies carry a readable `detail` string (plus `errors`), not FastAPI's bare list.
+    not_found_doc = {
+        404: {"model": schemas.ErrorInfo, "description": "unknown or expired job"},
+        422: {"model": schemas.ValidationErrorInfo, "description": "malformed job id or file name"},
+    }
 
     @app.get("/api/jobs/{job_id}", response_model=schemas.JobInfo, responses=not_found_doc, summary="Job status")
     async def get_job(job_id: UUID = PathParam(..., description=job_id_doc)) -> dict[str, Any]:
@@ -322,7 +327,7 @@ def create_app(
 
     @app.get(
         "/api/jobs/{job_id}/files/{name}",
-        response_class=FileResponse,
+        response_class=Response,
         responses={200: {"content": {"image/png": {}, "image/gif": {}, "video/mp4": {}}}, **not_found_doc},
         summary="Download one result file",
     )
@@ -332,11 +337,20 @@ def create_app(
     ) -> Response:
         job = lookup(job_id)
         path = manager.result_path(job, name)  # None unless `name` is in the server-generated list
-        if path is None or not path.is_file():
-            raise HTTPException(404, f"job {job.id} has no file {name!r}")
-        media_type = job.files[name].media_type
-        return FileResponse(path, media_type=media_type, filename=name, content_disposition_type="inline",
-                            headers={"Cache-Control": "private, max-age=3600"})
+        missing = HTTPException(404, f"job {job.id} has no file {name!r}")
+        if path is None:
+            raise missing
+        try:
+            # Read now (results are small) rather than stream later: a cleanup that deletes the job in between
+            # must give a 404, not a half-sent response.
+            data = await run_in_threadpool(path.read_bytes)
+        except FileNotFoundError:
+            raise missing from None
+        return Response(
+            data,
+            media_type=job.files[name].media_type,
+            headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "private, max-age=3600"},
+        )
 
     @app.delete(
         "/api/jobs/{job_id}",
@@ -361,6 +375,7 @@ def create_app(
         body = schemas.HealthInfo(
             status="ok" if alive else "degraded",
             worker_alive=alive,
+            ready=manager.ready.is_set(),
             running=stats["running"],
             queued=stats["queued"],
             max_queue=manager.max_queue,

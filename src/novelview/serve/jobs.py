@@ -146,6 +146,7 @@ class JobManager:
         self._durations: deque[float] = deque(maxlen=20)
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.ready = threading.Event()  # set once the warm-up run is over and jobs start running
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -184,8 +185,7 @@ class JobManager:
 
     def submit(self, payload: Any, seed: Optional[int] = None) -> Job:
         """Queue a job or raise :class:`QueueFull`. ``seed=None`` draws one, so every result is reproducible."""
-        self.start()
-        self.cleanup()
+        self.start()  # no-op under the app's lifespan; covers apps driven without it
         job_id = uuid.uuid4().hex
         job = Job(
             id=job_id,
@@ -332,6 +332,7 @@ class JobManager:
             except Exception:  # noqa: BLE001 - a failed warm-up is logged; real jobs report their own errors
                 log.warning("warm-up run failed", exc_info=True)
             self._warmup = None
+        self.ready.set()
         while not self._stop.is_set():
             with self._lock:
                 if not self._queue:

@@ -169,12 +169,7 @@ def _save_mp4(frames: list[Image.Image], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _grid(views: list[Image.Image], padding: int = 2) -> Image.Image:
-    cols = min(len(views), 8)
-    rows = -(-len(views) // cols)
-    w, h = views[0].size
-    grid = Image.new("RGB", (cols * w + (cols + 1) * padding, rows * h + (rows + 1) * padding), (255, 255, 255))
-    for i, view in enumerate(views):
-        r, c = divmod(i, cols)
-        grid.paste(view, (padding + c * (w + padding), padding + r * (h + padding)))
-    return grid
+def _grid(views: list[Image.Image], columns: int = 8) -> Image.Image:
+    from novelview.images import make_grid
+
+    return make_grid([views[i : i + columns] for i in range(0, len(views), columns)])

@@ -102,13 +102,18 @@ class ModelInfo(BaseModel):
 class HealthInfo(BaseModel):
     status: Literal["ok", "degraded"]
     worker_alive: bool
+    ready: bool = Field(description="false while the model's warm-up run is still going")
     running: Optional[str] = Field(None, description="id of the running job")
     queued: int
     max_queue: int
 
 
 class ErrorInfo(BaseModel):
-    detail: str
+    detail: str = Field(description="what went wrong, in words meant for the user")
+
+
+class ValidationErrorInfo(ErrorInfo):
+    errors: list[dict] = Field(default_factory=list, description="per-field details (loc, msg, type)")
 
 
 def describe_validation_error(err: ValidationError | list, prefix: str = "") -> str:

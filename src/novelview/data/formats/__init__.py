@@ -21,12 +21,12 @@ import numpy as np
 from torch import Tensor
 
 from novelview import cameras
+from novelview.data.formats.blender import find_scenes as _blender_scenes
 from novelview.data.formats.blender import read_blender
 from novelview.data.formats.pairs import ImpliedCameras, is_mvc_dataset, is_ring_dataset, read_mvc, read_rings
 from novelview.data.formats.scene import Problems, Scene, SceneCollection, camera_statistics
 from novelview.data.formats.srn import find_objects as _srn_objects
 from novelview.data.formats.srn import read_srn
-from novelview.data.formats.blender import find_scenes as _blender_scenes
 from novelview.errors import DataError, NovelviewError
 from novelview.images import Crop, load_mask, open_image, read_rgb, resize, square, square_box, uint8_to_tensor
 
@@ -140,12 +140,13 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
     checked = 0
     for scene in collection:
         h0, w0 = scene.image_size
+        images = set(scene.image_paths)
         extra = (scene.mask_paths or []) + (scene.depth_paths or [])
-        for path in list(scene.image_paths) + [p for p in extra if p not in scene.image_paths]:
+        for path in list(scene.image_paths) + [p for p in extra if p not in images]:
             checked += 1
             try:
                 img = open_image(path)
-                if path in scene.image_paths and abs(img.width * h0 - img.height * w0) > max(h0, w0):
+                if path in images and abs(img.width * h0 - img.height * w0) > max(h0, w0):
                     raise DataError(f"{path}: image is {img.width}x{img.height} but the scene's intrinsics are for "
                                     f"{w0}x{h0} (different aspect ratio)")
             except NovelviewError as err:

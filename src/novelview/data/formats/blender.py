@@ -286,7 +286,7 @@ def write_blender(scenes: list[Scene], out: str | Path, split: str = "train") ->
     Images keep their size; a scene's masks become the alpha channel (so loading composites exactly what the
     source showed when its background was white); depth maps are carried over when present.
     """
-    from novelview.images import load_mask, read_rgb  # noqa: PLC0415
+    from novelview.images import load_mask, read_rgb
 
     out = Path(out)
     for scene in scenes:

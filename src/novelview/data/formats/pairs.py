@@ -63,7 +63,7 @@ class ImpliedCameras:
     azimuth_step_deg: float = 60.0
     start_azimuth_deg: float = 0.0
 
-    def with_file(self, path: Path) -> "ImpliedCameras":
+    def with_file(self, path: Path) -> ImpliedCameras:
         """These settings overridden by a ``cameras.json`` at ``path`` (if it exists)."""
         if not path.is_file():
             return self
@@ -114,7 +114,7 @@ def mvc_pair(folder: Path) -> list[Path]:
     return []
 
 
-def _folders(root: Path, test) -> list[Path]:  # noqa: ANN001
+def _folders(root: Path, test) -> list[Path]:
     if test(root):
         return [root]
     return [d for d in list_subdirs(root) if test(d)]

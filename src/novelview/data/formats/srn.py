@@ -32,7 +32,6 @@ from novelview.data.formats.scene import (
     image_header_size,
     list_images,
     list_subdirs,
-    read_numbers,
     read_pose_file,
 )
 from novelview.errors import DataError, NovelviewError
@@ -254,7 +253,7 @@ def depth_to_uint16(depth: np.ndarray, scale: float = DEPTH_SCALE) -> np.ndarray
 
 def read_depth(path: Path, scale: float = DEPTH_SCALE) -> Tensor:
     """A depth PNG -> float32 ``[H, W]`` in scene units (0 = background)."""
-    from novelview.images import open_image  # noqa: PLC0415
+    from novelview.images import open_image
 
     img = open_image(path)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / float(scale))

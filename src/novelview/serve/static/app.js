@@ -10,7 +10,7 @@
     form: $("job-form"), file: $("file"), drop: $("drop-zone"), preview: $("preview"),
     previewCaption: $("preview-caption"), modelInfo: $("model-info"),
     azimuth: $("azimuth"), azimuthOut: $("azimuth-out"), elevation: $("elevation"), elevationOut: $("elevation-out"),
-    keepElevation: $("keep-elevation"), views: $("views"), stochastic: $("stochastic"),
+    views: $("views"), stochastic: $("stochastic"),
     viewControls: $("view-controls"), orbitControls: $("orbit-controls"),
     steps: $("steps"), guidance: $("guidance"), sampler: $("sampler"), seed: $("seed"), seedRandom: $("seed-random"),
     generate: $("generate"), cancel: $("cancel"), error: $("error"),
@@ -80,8 +80,6 @@
       el.views.value = d.views; el.views.min = l.min_views; el.views.max = l.max_views;
       el.azimuth.value = d.azimuth;
       el.seed.max = l.max_seed;
-      const elevationMean = info.camera && typeof info.camera.elevation_mean === "number" ? info.camera.elevation_mean : null;
-      if (elevationMean !== null) el.elevation.value = Math.round(elevationMean / 5) * 5;
       updateOutputs();
     } catch (err) {
       el.modelInfo.textContent = "";
@@ -142,16 +140,17 @@
     return el.form.querySelector('input[name="mode"]:checked').value;
   }
 
+  const signed = (v) => `${Number(v) > 0 ? "+" : ""}${v}°`;
+
   function updateOutputs() {
-    el.azimuthOut.textContent = `${el.azimuth.value}°`;
-    el.elevationOut.textContent = el.keepElevation.checked ? "input camera's" : `${el.elevation.value}°`;
-    el.elevation.disabled = el.keepElevation.checked;
+    el.azimuthOut.textContent = signed(el.azimuth.value);
+    el.elevationOut.textContent = signed(el.elevation.value);
     const orbit = mode() === "orbit";
     el.viewControls.hidden = orbit;
     el.orbitControls.hidden = !orbit;
   }
 
-  for (const input of [el.azimuth, el.elevation, el.keepElevation]) input.addEventListener("input", updateOutputs);
+  for (const input of [el.azimuth, el.elevation]) input.addEventListener("input", updateOutputs);
   for (const radio of el.form.querySelectorAll('input[name="mode"]')) radio.addEventListener("change", updateOutputs);
   el.seedRandom.addEventListener("click", () => { el.seed.value = Math.floor(Math.random() * 2 ** 31); });
 
@@ -164,7 +163,7 @@
     };
     if (params.mode === "view") params.azimuth = Number(el.azimuth.value);
     else { params.views = Number(el.views.value); params.stochastic = el.stochastic.checked; }
-    if (!el.keepElevation.checked) params.elevation = Number(el.elevation.value);
+    params.elevation = Number(el.elevation.value);
     if (el.seed.value !== "") params.seed = Number(el.seed.value);
     return params;
   }
@@ -330,10 +329,15 @@
     }
     const input = job.files.find((f) => f.kind === "input");
     if (input) el.viewsGrid.append(figure(image(input.url, "Model input"), "Input (as the model sees it)"));
+    const elevation = p.elevation || 0;
     views.forEach((f, i) => {
       let caption;
-      if (p.mode === "view") caption = `Azimuth ${p.azimuth}°`;
-      else caption = `View ${i + 1} of ${views.length} · ${Math.round((360 * (i + 1)) / views.length)}°`;
+      if (p.mode === "view") caption = `Azimuth ${signed(p.azimuth)}, elevation ${signed(elevation)}`;
+      else {
+        // Frame i sits at 360*i/n degrees; at the input's height frame 0 is the input itself.
+        caption = `Frame ${i + 1} of ${views.length} · ${Math.round((360 * i) / views.length)}°`;
+        if (i === 0 && elevation === 0) caption += " (input)";
+      }
       el.viewsGrid.append(figure(image(f.url, `Generated view: ${caption}`), caption));
     });
     for (const f of job.files) {
