@@ -29,6 +29,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -331,6 +332,10 @@ def main() -> int:
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     print(f"\n{'PASSED' if result['passed'] else 'FAILED'}; results in {args.out}")
+    if result["passed"]:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"server log: {log_path}")
     print(json.dumps({k: result[k] for k in ("submitted", "accepted", "rejected_429", "outcomes", "checks")}))
     if not result["passed"] and tally.errors:
         print("first errors:", *tally.errors[:5], sep="\n  ")

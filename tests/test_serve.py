@@ -206,6 +206,19 @@ def test_preprocess_returns_what_the_model_sees(client: TestClient, pipeline: Pi
     np.testing.assert_array_equal(seen, np.asarray(pipeline.preprocess(Image.open(io.BytesIO(data)))))
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "GIF", "BMP", "RGBA-PNG"])
+def test_common_formats_are_accepted(client: TestClient, fmt: str) -> None:
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    if fmt == "RGBA-PNG":
+        img, fmt = img.convert("RGBA"), "PNG"
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    # The declared type and name are ignored: the content decides.
+    r = client.post("/api/preprocess", files={"image": ("upload.bin", buf.getvalue(), "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    assert pixels(r.content).shape == (32, 32, 3)
+
+
 def test_view_job_happy_path_with_progress_stream(client: TestClient) -> None:
     r = submit(client, image_bytes(2), azimuth=90, elevation=10, seed=7)
     assert r.status_code == 202, r.text

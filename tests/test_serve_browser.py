@@ -127,12 +127,12 @@ def test_orbit_end_to_end(page: "sync_api.Page") -> None:
     assert page.is_hidden("#error"), page.text_content("#error")
     assert "Done" in page.text_content("#progress-text")
 
-    # Results: the orbit animation, six frames (+ the model input), download links, all loaded.
+    # Results: the orbit animation, six frames (the first is the input), download links, all loaded.
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     assert page.locator("#animation img").count() == 1
-    assert page.locator("#views-grid figure").count() == 7
+    assert page.locator("#views-grid figure").count() == 6
     names = page.eval_on_selector_all("#downloads a", "as => as.map(a => a.getAttribute('download'))")
     assert {"orbit.gif", "grid.png", "view_005.png"} <= set(names)
     video = page.evaluate("() => fetch('/api/model').then(r => r.json()).then(m => m.video)")

@@ -15,7 +15,6 @@ Rays come from :func:`novelview.cameras.pixel_rays`; no pose math lives here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -34,9 +33,9 @@ class FieldConfig:
 
     resolution: int = 48  # voxels per side
     bound: float = 1.2  # the grid spans [-bound, bound]^3
-    steps: int = 2000  # Adam steps
-    rays_per_step: int = 2048
-    samples_per_ray: int = 64  # stratified samples between the ray's box entry and exit
+    steps: int = 1000  # Adam steps
+    rays_per_step: int = 1024
+    samples_per_ray: int = 48  # stratified samples between the ray's box entry and exit
     lr: float = 0.1
     tv_weight: float = 1e-4  # total-variation weight, applied to density and colour grids
     density_bias: float = -5.0  # initial density ~ softplus(bias) optical depth per voxel: nearly empty

@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Decoders we allow. PIL can open many more (EPS would even run Ghostscript); an upload gets only these.
+#: (Multi-picture JPEGs from phone cameras open through the JPEG decoder.)
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 

@@ -178,6 +178,7 @@
     setBusy(true);
     showProgress({ status: "queued", progress: { done: 0, total: 0 }, queue_position: null });
     el.progressText.textContent = "Uploading…";
+    el.progressBox.scrollIntoView({ block: "nearest" });
     const body = new FormData();
     body.append("image", state.file);
     body.append("params", JSON.stringify(readParams()));
@@ -186,7 +187,6 @@
       if (!response.ok) throw new Error(await errorMessage(response));
       const job = await response.json();
       state.job = job.id;
-      if (job.seed !== undefined && el.seed.value === "") el.seed.placeholder = `random (last: ${job.seed})`;
       watch(job.id);
     } catch (err) {
       el.progressBox.hidden = true;
@@ -327,9 +327,10 @@
         el.animation.hidden = false;
       }
     }
-    const input = job.files.find((f) => f.kind === "input");
-    if (input) el.viewsGrid.append(figure(image(input.url, "Model input"), "Input (as the model sees it)"));
     const elevation = p.elevation || 0;
+    const input = job.files.find((f) => f.kind === "input");
+    const inputIsFrame = p.mode === "orbit" && elevation === 0;  // frame 1 already shows it
+    if (input && !inputIsFrame) el.viewsGrid.append(figure(image(input.url, "Model input"), "Input (as the model sees it)"));
     views.forEach((f, i) => {
       let caption;
       if (p.mode === "view") caption = `Azimuth ${signed(p.azimuth)}, elevation ${signed(elevation)}`;
@@ -350,6 +351,7 @@
       el.downloads.append(li);
     }
     el.results.hidden = false;
+    el.results.scrollIntoView({ block: "nearest" });
   }
 
   // ------------------------------------------------------------------ start

@@ -1,0 +1,347 @@
+"""`novelview eval`: score a checkpoint and baselines on held-out objects of any dataset, write a report.
+
+    from novelview.evaluate import evaluate
+    report = evaluate("runs/x/checkpoints/step_0010000", "data/synth", split="test", objects=20, out="eval/x")
+    report.metric("psnr_masked", bin="60-120")
+
+The pieces live in :mod:`novelview.evaluation`: ``protocol`` (which views), ``methods`` (model and baselines),
+``metrics`` (PSNR / SSIM / masks / angle bins), ``lpips``, ``consistency`` (3D consistency score) and
+``report`` (EvalReport, report.json / report.md / pictures). This module only wires them together.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from novelview import cameras
+from novelview.checkpoint import resolve_checkpoint
+from novelview.errors import ConfigError
+from novelview.evaluation import metrics
+from novelview.evaluation import protocol as proto
+from novelview.evaluation import report as rep
+from novelview.evaluation.consistency import FieldConfig, consistency_score
+from novelview.evaluation.methods import CheckpointMethod, CopyCondition, Method, SamplingSettings, WhiteBackground
+from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, View
+
+PRIMARY = "model"
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run (all recorded in ``report.json``)."""
+
+    checkpoint: str | None  # None: the shipped default
+    data: str
+    split: str = "test"
+    objects: int | None = None  # None: every object of the split
+    targets_per_object: int | None = 8  # None: every view but the condition
+    cond_view: int | None = None  # None: drawn per object from the seed; else this view of every object
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    guidance: float | None = None  # None: the checkpoint's default (3.0, or 1.0 without condition dropout)
+    seed: int = 0
+    baseline_checkpoints: list[str] = field(default_factory=list)
+    lpips_weights: str | None = None
+    consistency_objects: int = 2
+    orbit_views: int = 24
+    stochastic: bool = True  # 3DiM stochastic conditioning for the consistency orbit
+    consistency_field: FieldConfig = field(default_factory=FieldConfig)
+    orbits: int = 0  # orbit GIFs for this many objects
+    orbit_frames: int = 24
+    grid_objects: int = 8
+    grid_targets: int = 4
+    mask_dilation: int = metrics.MASK_DILATION
+    split_seed: int | None = None  # None: as the checkpoint was trained (config.json training.split_seed, else 0)
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    device: str = "cpu"
+    batch_size: int = 16
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.consistency_field, dict):
+            self.consistency_field = FieldConfig(**self.consistency_field)
+        checks = [
+            (self.consistency_objects >= 0, "--consistency-objects must be >= 0"),
+            (self.orbit_views >= 2, "--orbit-views must be at least 2"),
+            (self.orbits >= 0, "--orbits must be >= 0"),
+            (self.orbit_frames >= 2, "orbit GIFs need at least 2 frames"),
+            (self.grid_objects >= 0 and self.grid_targets >= 1, "grid sizes must be positive"),
+            (self.mask_dilation >= 0, "mask dilation must be >= 0"),
+            (self.seed >= 0, "--seed must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _generator(seed: int, name: str, salt: int = 0) -> torch.Generator:
+    """Per-object randomness: the same object gets the same noise whatever else the run evaluates, and every
+    method gets the same noise for it (common random numbers)."""
+    state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8")), salt]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def _method_name(path: Path, taken: set[str]) -> str:
+    base = f"checkpoint:{path.name}"
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def _lpips(cfg: EvalConfig) -> tuple[Any, dict[str, Any]]:
+    if cfg.lpips_weights is None:
+        return None, {
+            "available": False,
+            "reason": "no --lpips-weights given; LPIPS needs ImageNet AlexNet weights (torchvision state-dict "
+            "format), which novelview neither ships nor downloads",
+        }
+    from novelview.evaluation.lpips import heads_path, load_lpips
+
+    net = load_lpips(cfg.lpips_weights).to(cfg.device)
+    info = {"available": True, "reason": None, "backbone": str(cfg.lpips_weights), "heads": str(heads_path()),
+            "net": "alex", "version": "0.1"}
+    return (lambda a, b: net(a.to(cfg.device), b.to(cfg.device)).cpu()), info
+
+
+class _Views:
+    """The split's views at the model's size (cached by the dataset), their masks and cameras."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.ds = dataset
+
+    def images(self, obj: int, views: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(images [N,3,S,S], poses [N,4,4], K [N,3,3])``."""
+        loaded = [self.ds.view(obj, v) for v in views]
+        poses = self.ds.scenes[obj].poses[views].float()
+        return torch.stack([im for im, _ in loaded]), poses, torch.stack([k for _, k in loaded]).float()
+
+    def mask(self, obj: int, views: list[int], targets: Tensor, dilation: int) -> tuple[Tensor, str]:
+        from novelview.data.formats import load_view_mask
+
+        scene = self.ds.scenes[obj]
+        if scene.mask_paths is None:
+            return metrics.object_mask(targets, None, dilation), "non-white ground-truth pixels"
+        masks = torch.stack([load_view_mask(scene, v, self.ds.size, self.ds.crop) for v in views])
+        return metrics.object_mask(targets, masks, dilation), "dataset mask"
+
+
+def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path | None = None, **settings: Any) -> rep.EvalReport:
+    """Evaluate ``checkpoint`` on ``data`` (any supported format); ``settings`` are :class:`EvalConfig` fields.
+
+    With ``out`` the report directory gets ``report.json``, ``report.md``, ``grid.png`` (rows: condition | ground
+    truth targets | generated targets), ``consistency.png`` and ``orbits/*.gif`` when asked for.
+    """
+    cfg = EvalConfig(checkpoint=None if checkpoint is None else str(checkpoint), data=str(data), **settings)
+    return run(cfg, out)
+
+
+def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
+    from tqdm.auto import tqdm
+
+    from novelview.data.views import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, MultiViewDataset
+
+    settings = SamplingSettings(cfg.sampler, cfg.steps, cfg.guidance, cfg.batch_size)
+    model = CheckpointMethod(PRIMARY, resolve_checkpoint(cfg.checkpoint), settings, cfg.device)
+    size = model.image_size
+    methods: list[Method] = [model, CopyCondition(), WhiteBackground()]
+    for path in cfg.baseline_checkpoints:
+        resolved = resolve_checkpoint(path)
+        baseline = CheckpointMethod(_method_name(resolved, {m.name for m in methods}), resolved, settings, cfg.device)
+        if baseline.image_size != size:
+            raise ConfigError(f"{path}: baseline works at {baseline.image_size} px but the model at {size} px; "
+                              "compare checkpoints of the same image size")
+        methods.append(baseline)
+
+    # The object split exactly as training made it, so "test" objects were never trained on.
+    training = model.pipe.config.training or {}
+    split_seed = cfg.split_seed if cfg.split_seed is not None else int(training.get("split_seed", 0))
+    val_fraction = cfg.val_fraction if cfg.val_fraction is not None else training.get("val_fraction", DEFAULT_VAL_FRACTION)
+    test_fraction = cfg.test_fraction if cfg.test_fraction is not None else training.get("test_fraction", DEFAULT_TEST_FRACTION)
+    dataset = MultiViewDataset(cfg.data, size=size, split=cfg.split, split_seed=split_seed,
+                               val_fraction=val_fraction, test_fraction=test_fraction)
+    if not dataset.scenes:
+        raise ConfigError(f"{cfg.data}: split {cfg.split!r} has no objects ({len(dataset.all_scenes)} objects in all; "
+                          "datasets of 1-2 objects are all training) — use --split all or more objects")
+    tasks = proto.make_protocol(dataset.scenes, cfg.objects, cfg.targets_per_object, cfg.seed, cfg.cond_view)
+    views = _Views(dataset)
+    lpips_fn, lpips_info = _lpips(cfg)
+
+    records: list[dict[str, Any]] = []
+    grid_rows: list[list[Tensor]] = []
+    mask_sources: set[str] = set()
+    for task in tqdm(tasks, desc="eval", unit="object", disable=not cfg.progress):
+        cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
+        source = View(cond_img[0], cond_pose[0], cond_k[0])
+        targets, poses, ks = views.images(task.object_index, list(task.target_views))
+        mask, mask_source = views.mask(task.object_index, list(task.target_views), targets, cfg.mask_dilation)
+        mask_sources.add(mask_source)
+        angles = cameras.angle_between_views(source.pose.double().expand_as(poses.double()), poses.double())
+        scores: dict[str, metrics.ImageScores] = {}
+        preds: dict[str, Tensor] = {}
+        for method in methods:
+            preds[method.name] = method.predict(source, poses, ks, _generator(cfg.seed, task.object_name))
+            scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
+        for j, v in enumerate(task.target_views):
+            angle = float(angles[j])
+            records.append({
+                "object": task.object_name,
+                "cond_view": task.cond_view,
+                "target_view": v,
+                "angle_deg": round(angle, 4),
+                "bin": metrics.angle_bin(angle),
+                "mask_pixels": int(mask[j].sum()),
+                "scores": {name: _view_scores(s, j) for name, s in scores.items()},
+            })
+        if len(grid_rows) < cfg.grid_objects:
+            k = min(cfg.grid_targets, len(task.target_views))
+            grid_rows.append([source.image, *targets[:k], *preds[PRIMARY][:k]])
+
+    names = [m.name for m in methods]
+    summary = rep.summarize(records, names)
+    consistency = _consistency(cfg, model, dataset, tasks, views) if cfg.consistency_objects else None
+    report = rep.EvalReport(
+        config={**cfg.to_dict(), "checkpoint": str(model.path), "image_size": size,
+                "guidance": model.guidance if not model.is_regression else None},
+        protocol={
+            "rules": _RULES,
+            "seed": cfg.seed,
+            "split": cfg.split,
+            "split_seed": split_seed,
+            "val_fraction": val_fraction,
+            "test_fraction": test_fraction,
+            "format": getattr(dataset.scenes[0], "format", ""),
+            "objects_in_split": len(dataset.scenes),
+            "objects_evaluated": len(tasks),
+            "targets_per_object": cfg.targets_per_object,
+            "cond_view": cfg.cond_view,
+            "mask": sorted(mask_sources),
+            "mask_dilation_px": cfg.mask_dilation,
+            "psnr_cap_db": metrics.PSNR_CAP_DB,
+            "angle_bins_deg": [list(b) for b in metrics.ANGLE_BINS],
+            "tasks": [t.to_dict() for t in tasks],
+        },
+        methods={m.name: m.describe() for m in methods},
+        primary=PRIMARY,
+        views=records,
+        summary=summary,
+        margins=rep.margins(summary, PRIMARY, names[1:]),
+        lpips=lpips_info,
+        consistency=consistency[0] if consistency else None,
+        environment=rep.environment(cfg.device),
+    )
+    if out is not None:
+        _write(report, Path(out), grid_rows, consistency[1] if consistency else [], cfg, model, dataset, tasks, views)
+    return report
+
+
+_RULES = (
+    "Objects: the dataset's object-level split (as in training; objects sorted by name, permuted by the split "
+    "seed); `--objects N` keeps N chosen by the protocol seed. Per object, a generator seeded by (seed, crc32(name)) "
+    "picks the condition view (unless `--cond-view` fixes it), then K distinct target views among the others. Every method sees the same tasks "
+    "and, for sampled methods, the same noise per object. Angle = angle between the condition and target cameras' "
+    "viewing directions."
+)
+
+
+def _view_scores(s: metrics.ImageScores, j: int) -> dict[str, float | None]:
+    out: dict[str, float | None] = {
+        "psnr": round(float(s.psnr[j]), 4),
+        "ssim": round(float(s.ssim[j]), 5),
+        "psnr_masked": None if torch.isnan(s.psnr_masked[j]) else round(float(s.psnr_masked[j]), 4),
+        "ssim_masked": None if torch.isnan(s.ssim_masked[j]) else round(float(s.ssim_masked[j]), 5),
+    }
+    if s.lpips is not None:
+        out["lpips"] = round(float(s.lpips[j]), 5)
+    return out
+
+
+def _consistency(
+    cfg: EvalConfig, model: CheckpointMethod, dataset: Any, tasks: list[proto.EvalTask], views: _Views
+) -> tuple[dict[str, Any], list[list[Tensor]]]:
+    """3D consistency of the model's generated orbits vs the ground-truth orbits (first N evaluated objects)."""
+    from tqdm.auto import tqdm
+
+    objects, picture_rows = [], []
+    for task in tqdm(tasks[: cfg.consistency_objects], desc="consistency", unit="object", disable=not cfg.progress):
+        scene = dataset.scenes[task.object_index]
+        orbit = proto.orbit_views(scene, task.cond_view, cfg.orbit_views)
+        if len(orbit) < 2:
+            continue
+        cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
+        gt, poses, ks = views.images(task.object_index, orbit)
+        source = View(cond_img[0], cond_pose[0], cond_k[0])
+        generated = model.orbit(source, poses, ks, _generator(cfg.seed, task.object_name, salt=1), cfg.stochastic)
+        ours = consistency_score(generated, poses, ks, cfg.consistency_field)
+        ceiling = consistency_score(gt, poses, ks, cfg.consistency_field)
+        objects.append({"object": task.object_name, "cond_view": task.cond_view, "views": orbit,
+                        "generated": ours.to_dict(), "ground_truth": ceiling.to_dict()})
+        held = ours.test_views[: cfg.grid_targets * 2]
+        picture_rows += [list(gt[held]), list(ceiling.renders[: len(held)]), list(generated[held]),
+                         list(ours.renders[: len(held)])]
+    mean = {
+        kind: {m: metrics.nanmean([o[kind][m] for o in objects]) for m in ("psnr", "ssim")}
+        for kind in ("generated", "ground_truth")
+    }
+    summary = {"objects": objects, "mean": mean, "field": cfg.consistency_field.to_dict(),
+               "stochastic": cfg.stochastic, "hold_out": "every other view of the orbit (indices 1, 3, 5, ...)"}
+    return summary, picture_rows
+
+
+def _write(
+    report: rep.EvalReport,
+    out: Path,
+    grid_rows: list[list[Tensor]],
+    consistency_rows: list[list[Tensor]],
+    cfg: EvalConfig,
+    model: CheckpointMethod,
+    dataset: Any,
+    tasks: list[proto.EvalTask],
+    views: _Views,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    if grid_rows:
+        k = (len(grid_rows[0]) - 1) // 2
+        rep.save_grid(grid_rows, out / "grid.png", headers=[(0, "condition"), (1, "ground truth"), (1 + k, _primary_label(model))])
+        report.files["grid"] = "grid.png"
+    if consistency_rows:
+        rep.save_grid(consistency_rows, out / "consistency.png")
+        report.files["consistency"] = "consistency.png (per object: GT held-out, GT-field renders, generated held-out, generated-field renders)"
+    for task in tasks[: cfg.orbits]:
+        frames = _orbit_frames(cfg, model, task, views)
+        rep.save_gif(frames, out / "orbits" / f"{task.object_name}.gif")
+        report.files[f"orbit:{task.object_name}"] = f"orbits/{task.object_name}.gif"
+    report.files["report_json"] = "report.json"
+    report.files["report_md"] = "report.md"
+    report.save_markdown(out / "report.md")
+    report.save_json(out / "report.json")
+
+
+def _primary_label(model: CheckpointMethod) -> str:
+    return "predicted (regression)" if model.is_regression else "generated"
+
+
+def _orbit_frames(cfg: EvalConfig, model: CheckpointMethod, task: proto.EvalTask, views: _Views) -> list[Tensor]:
+    """A full turn in azimuth around the object at the condition camera's elevation and distance; frame 0 is
+    the condition view itself."""
+    cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
+    source = View(cond_img[0], cond_pose[0], cond_k[0])
+    azimuths = torch.arange(1, cfg.orbit_frames, dtype=torch.float64) * (360.0 / cfg.orbit_frames)
+    poses = cameras.rotate_about_target(source.pose.double().expand(len(azimuths), 4, 4), azimuths, 0.0).float()
+    ks = source.K.expand(len(azimuths), 3, 3)
+    generated = model.orbit(source, poses, ks, _generator(cfg.seed, task.object_name, salt=2), cfg.stochastic)
+    return [source.image, *generated]
+
+
+__all__ = ["EvalConfig", "PRIMARY", "evaluate", "run"]

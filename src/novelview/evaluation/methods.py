@@ -1,0 +1,164 @@
+"""What gets evaluated: the model under test and the baselines, behind one ``predict`` interface.
+
+Every method answers the same question -- given one posed condition view, what do these target cameras see? --
+so the protocol can score them identically:
+
+* ``model``: a diffusion checkpoint, sampled with the run's sampler / steps / guidance (a regression checkpoint
+  is a one-step predictor and ignores them);
+* ``copy-condition``: the condition view itself, for every target (what a model that ignores the pose gets);
+* ``white-background``: an all-white image (what a model that outputs nothing gets; on white-background data it
+  scores deceptively well on full-image PSNR, which is why masked metrics exist);
+* ``checkpoint:<name>``: any further checkpoint (``--baseline-checkpoint``), typically a regression model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from novelview.errors import ConfigError
+from novelview.sampling import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    Progress,
+    View,
+    canonical_sampler,
+    check_steps,
+    generate_views,
+    regress_views,
+)
+
+
+class Method(Protocol):
+    name: str
+
+    def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
+        """``[N, 3, H, W]`` in [-1, 1]: one image per target camera, from the single ``source`` view."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        ...
+
+
+@dataclass
+class CopyCondition:
+    name: str = "copy-condition"
+
+    def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
+        return source.image[None].expand(target_poses.shape[0], *source.image.shape).clone()
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "baseline", "what": "the condition view, unchanged, for every target"}
+
+
+@dataclass
+class WhiteBackground:
+    name: str = "white-background"
+
+    def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
+        return torch.ones(target_poses.shape[0], *source.image.shape, dtype=source.image.dtype)
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "baseline", "what": "an all-white image (the background) for every target"}
+
+
+@dataclass
+class SamplingSettings:
+    """How diffusion checkpoints are sampled (regression checkpoints ignore all of it)."""
+
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    guidance: float | None = None  # None: 3.0, or 1.0 for models trained without condition dropout
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        self.sampler = canonical_sampler(self.sampler)
+        if self.guidance is not None and (not math.isfinite(self.guidance) or self.guidance < 0):
+            raise ConfigError(f"--guidance must be a finite number >= 0, got {self.guidance}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass
+class CheckpointMethod:
+    """A loaded checkpoint (via :class:`novelview.pipeline.Pipeline`), sampled per :class:`SamplingSettings`."""
+
+    name: str
+    path: Path
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        from novelview.pipeline import Pipeline
+
+        self.pipe = Pipeline.from_checkpoint(self.path, device=self.device)
+        check_steps(self.settings.steps, self.pipe.config.diffusion)
+
+    @property
+    def image_size(self) -> int:
+        return self.pipe.image_size
+
+    @property
+    def is_regression(self) -> bool:
+        return self.pipe.is_regression
+
+    @property
+    def guidance(self) -> float:
+        g = self.settings.guidance
+        return self.pipe.default_guidance() if g is None else float(g)
+
+    def _views(
+        self,
+        source: View,
+        target_poses: Tensor,
+        target_K: Tensor,
+        generator: torch.Generator,
+        stochastic: bool,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        dev = self.pipe.device
+        src = View(source.image.to(dev), source.pose.to(dev), source.K.to(dev))
+        with torch.inference_mode():
+            if self.is_regression:
+                out = regress_views(
+                    self.pipe.model, src, target_poses, target_K, batch_size=self.settings.batch_size, progress=progress
+                )
+            else:
+                out = generate_views(
+                    self.pipe.model, self.pipe.config.diffusion, src, target_poses, target_K,
+                    stochastic=stochastic, sampler=self.settings.sampler, steps=self.settings.steps,
+                    guidance=self.guidance, generator=generator, progress=progress, batch_size=self.settings.batch_size,
+                )
+        return out.float().cpu()
+
+    def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
+        """Each target conditioned on the source only (targets are batched)."""
+        return self._views(source, target_poses, target_K, generator, stochastic=False)
+
+    def orbit(
+        self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator, stochastic: bool = True
+    ) -> Tensor:
+        """Views generated one after another with 3DiM stochastic conditioning (or independently)."""
+        return self._views(source, target_poses, target_K, generator, stochastic=stochastic)
+
+    def describe(self) -> dict[str, object]:
+        cfg = self.pipe.config
+        out: dict[str, object] = {
+            "kind": "checkpoint",
+            "path": str(self.path),
+            "objective": cfg.objective,
+            "model": cfg.model,
+            "image_size": cfg.image_size,
+        }
+        if not self.is_regression:
+            out.update(sampler=self.settings.sampler, steps=self.settings.steps, guidance=self.guidance,
+                       prediction=cfg.diffusion.prediction)
+        return out
+
+
+__all__ = ["CheckpointMethod", "CopyCondition", "Method", "SamplingSettings", "WhiteBackground"]

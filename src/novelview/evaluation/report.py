@@ -1,0 +1,393 @@
+"""The evaluation report: numbers in a dataclass, written as ``report.json`` and ``report.md``, plus pictures.
+
+``EvalReport`` keeps every per-view score (so anything can be re-aggregated later) and the aggregates the
+report shows: per method x angle bin means, the primary model's margins over each baseline, and the 3D
+consistency scores. ``report.json`` is the machine-readable record (with config, git commit and machine);
+``report.md`` is the same in tables for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from novelview.evaluation.metrics import ANGLE_BINS, PSNR_CAP_DB, bin_label, nanmean
+
+#: Metrics in every view record; "lpips" only when LPIPS is available. Higher is better except for LPIPS.
+METRICS = ("psnr", "ssim", "psnr_masked", "ssim_masked", "lpips")
+LOWER_IS_BETTER = ("lpips",)
+ALL = "all"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Aggregation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def bin_labels() -> list[str]:
+    return [bin_label(lo, hi) for lo, hi in ANGLE_BINS]
+
+
+def summarize(views: Sequence[dict[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """``summary[method][bin or "all"][metric] = mean`` (NaN-skipping) and ``[...]["n"] = number of views``."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for method in methods:
+        per_bin: dict[str, dict[str, float]] = {}
+        for label in [*bin_labels(), ALL]:
+            rows = [v for v in views if label == ALL or v["bin"] == label]
+            entry: dict[str, float] = {"n": len(rows)}
+            for metric in METRICS:
+                values = [r["scores"][method][metric] for r in rows if r["scores"][method].get(metric) is not None]
+                if values:
+                    entry[metric] = nanmean(values)
+            per_bin[label] = entry
+        out[method] = per_bin
+    return out
+
+
+def margins(
+    summary: dict[str, dict[str, dict[str, float]]], primary: str, baselines: Sequence[str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``margins[baseline][bin][metric]``: how much better the primary model is (positive = better; for
+    LPIPS, where lower is better, baseline minus model)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for base in baselines:
+        out[base] = {}
+        for label, ours in summary[primary].items():
+            theirs = summary[base][label]
+            entry = {}
+            for metric in METRICS:
+                if metric in ours and metric in theirs:
+                    diff = ours[metric] - theirs[metric]
+                    entry[metric] = -diff if metric in LOWER_IS_BETTER else diff
+            out[base][label] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------------------
+
+
+def git_commit(start: Path | None = None) -> dict[str, Any]:
+    """The commit of the novelview source tree (and whether it has uncommitted changes), if it is a checkout."""
+    root = start or Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            timeout=10, check=True,
+        ).stdout.strip()
+        return {"commit": sha, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Where the numbers were produced: git commit, platform, CPU, torch version, accelerator."""
+    from novelview import __version__
+
+    env: dict[str, Any] = {
+        "novelview": __version__,
+        "git": git_commit(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalReport:
+    """All numbers of one evaluation run (see :func:`novelview.evaluate.evaluate`)."""
+
+    config: dict[str, Any]
+    protocol: dict[str, Any]
+    methods: dict[str, dict[str, Any]]  # name -> description
+    primary: str
+    views: list[dict[str, Any]]  # one per (object, target view): angle, bin, scores[method][metric]
+    summary: dict[str, dict[str, dict[str, float]]]
+    margins: dict[str, dict[str, dict[str, float]]]
+    lpips: dict[str, Any]
+    consistency: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def baselines(self) -> list[str]:
+        return [m for m in self.methods if m != self.primary]
+
+    def metric(self, metric: str = "psnr", method: str | None = None, bin: str = ALL) -> float:
+        """One aggregate, e.g. ``report.metric("psnr_masked", bin="60-120")`` (NaN when absent)."""
+        return float(self.summary[method or self.primary].get(bin, {}).get(metric, math.nan))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        text = json.dumps(_json_safe(self.to_dict()), indent=2, allow_nan=False)
+        _write_text(path, text + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvalReport":
+        data = json.loads(Path(path).read_text())
+        return cls(**data)
+
+    def save_markdown(self, path: str | Path) -> Path:
+        path = Path(path)
+        _write_text(path, render_markdown(self))
+        return path
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN / inf are not JSON: write them as null."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _signed(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _pair_table(summary: dict[str, Any], methods: Sequence[str], a: str, b: str, labels: list[str]) -> list[str]:
+    rows = []
+    for m in methods:
+        cells = [f"`{m}`"]
+        for label in labels:
+            e = summary[m].get(label, {})
+            cells.append(f"{_fmt(e.get(a), 2)} / {_fmt(e.get(b), 3)}" if e.get("n") else "–")
+        rows.append(cells)
+    return _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in labels]], rows)
+
+
+def _describe(d: dict[str, Any]) -> str:
+    if d.get("kind") == "checkpoint":
+        what = f"{d.get('objective')} checkpoint `{d.get('path')}`"
+        if d.get("objective") != "regression":
+            what += f", {d.get('sampler')} {d.get('steps')} steps, guidance {d.get('guidance')}"
+        return what
+    return str(d.get("what", d.get("kind", "")))
+
+
+def render_markdown(report: EvalReport) -> str:
+    cfg, prot, env = report.config, report.protocol, report.environment
+    labels = [*bin_labels(), ALL]
+    methods = list(report.methods)
+    counts = report.summary[report.primary]
+    git = env.get("git", {}) or {}
+    lines = [
+        "# novelview evaluation report",
+        "",
+        f"- checkpoint: `{cfg.get('checkpoint')}`",
+        f"- data: `{cfg.get('data')}` (format {prot.get('format')}), split `{prot.get('split')}` "
+        f"(split seed {prot.get('split_seed')}): {prot.get('objects_evaluated')} of {prot.get('objects_in_split')} "
+        f"objects, {len(report.views)} target views, image size {cfg.get('image_size')} px",
+        f"- sampling: {cfg.get('sampler')}, {cfg.get('steps')} steps, guidance {cfg.get('guidance')}; protocol seed "
+        f"{prot.get('seed')}",
+        f"- code: novelview {env.get('novelview')}, commit `{git.get('commit')}`"
+        + (" (with uncommitted changes)" if git.get("dirty") else ""),
+        f"- machine: {env.get('platform')}; {env.get('cpu')}; torch {env.get('torch')}; device {env.get('device')}"
+        + (f" ({env['gpu']})" if env.get("gpu") else ""),
+        "",
+        "Methods: " + "; ".join(f"`{m}` ({_describe(d)})" for m, d in report.methods.items()) + ".",
+        "",
+        "Cells are **PSNR (dB) / SSIM**, means over target views; columns bin the angle between the condition and "
+        f"target viewing directions. PSNR is capped at {PSNR_CAP_DB:g} dB (identical images). "
+        "Masked = over the object's pixels only (see docs/evaluation.md).",
+        "",
+        "## Full image (as papers report)",
+        "",
+        *_pair_table(report.summary, methods, "psnr", "ssim", labels),
+        "",
+        "## Object pixels only (masked)",
+        "",
+        *_pair_table(report.summary, methods, "psnr_masked", "ssim_masked", labels),
+        "",
+        "Target views per bin: " + ", ".join(f"{lab}: {int(counts[lab]['n'])}" for lab in labels) + ".",
+        "",
+        "## LPIPS (AlexNet; lower is better)",
+        "",
+    ]
+    if report.lpips.get("available"):
+        rows = [[f"`{m}`", *[_fmt(report.summary[m][lab].get("lpips"), 4) for lab in labels]] for m in methods]
+        lines += _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in labels]], rows)
+    else:
+        lines.append(f"Not computed: {report.lpips.get('reason')}")
+    lines += ["", f"## Margin of `{report.primary}` over each baseline (positive = `{report.primary}` is better)", ""]
+    if report.margins:
+        for metric, digits in (("psnr", 2), ("psnr_masked", 2), ("ssim", 3), ("ssim_masked", 3), ("lpips", 4)):
+            if not any(metric in report.margins[b][ALL] for b in report.margins):
+                continue
+            lines.append(f"**{metric}**")
+            lines.append("")
+            rows = [[f"`{b}`", *[_signed(report.margins[b][lab].get(metric), digits) for lab in labels]]
+                    for b in report.margins]
+            lines += _table(["baseline", *[f"{lab}°" if lab != ALL else "all" for lab in labels]], rows)
+            lines.append("")
+    else:
+        lines += ["No baselines.", ""]
+    lines += ["## 3D consistency (3DiM, Watson et al. 2022 sec. 5)", ""]
+    cons = report.consistency
+    if cons and cons.get("objects"):
+        f = cons["field"]
+        lines += [
+            f"A {f['resolution']}^3 voxel radiance field (box ±{f['bound']:g}, {f['steps']} Adam steps) is fitted to "
+            f"every other view of an orbit and scored on the held-out views (PSNR / SSIM, higher = more consistent). "
+            f"`generated`: views made by `{report.primary}` "
+            f"({'stochastic conditioning' if cons.get('stochastic') else 'each conditioned on the input only'}); "
+            "`ground truth`: the dataset's own views (the ceiling of the procedure).",
+            "",
+        ]
+        rows = []
+        for o in cons["objects"]:
+            g, t = o["generated"], o["ground_truth"]
+            rows.append([o["object"], str(len(o["views"])), f"{_fmt(g['psnr'], 2)} / {_fmt(g['ssim'], 3)}",
+                         f"{_fmt(t['psnr'], 2)} / {_fmt(t['ssim'], 3)}"])
+        mean = cons["mean"]
+        rows.append(["**mean**", "", f"**{_fmt(mean['generated']['psnr'], 2)} / {_fmt(mean['generated']['ssim'], 3)}**",
+                     f"**{_fmt(mean['ground_truth']['psnr'], 2)} / {_fmt(mean['ground_truth']['ssim'], 3)}**"])
+        lines += _table(["object", "views", "generated", "ground truth"], rows)
+    else:
+        lines.append("Not computed (`--consistency-objects 0`, or the objects have fewer than 3 views).")
+    lines += ["", "## Protocol", "", prot.get("rules", ""), ""]
+    rows = [[t["object_name"], str(t["cond_view"]), ", ".join(str(v) for v in t["target_views"])] for t in prot["tasks"]]
+    lines += _table(["object", "condition view", "target views"], rows)
+    lines += ["", "## Files", ""]
+    lines += [f"- `{k}`: {v}" for k, v in report.files.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pictures
+# ---------------------------------------------------------------------------------------------------------
+
+
+def upscale(img: Image.Image, min_side: int = 96) -> Image.Image:
+    """Nearest-neighbour upscaling by an integer factor so tiny renders can be looked at (pixels stay honest)."""
+    factor = max(1, math.ceil(min_side / max(1, min(img.size))))
+    return img if factor == 1 else img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+
+
+def save_grid(
+    rows: Sequence[Sequence[Tensor | Image.Image]],
+    path: str | Path,
+    min_cell: int = 64,
+    headers: Sequence[tuple[int, str]] = (),
+) -> Path:
+    """Rows of images (tensors in [-1, 1] or PIL) as one PNG, cells upscaled to at least ``min_cell`` px.
+
+    ``headers``: ``(column, text)`` labels drawn above the first row, starting at that column.
+    """
+    from PIL import ImageDraw
+
+    from novelview.images import make_grid, to_pil
+
+    cells = [[upscale(im if isinstance(im, Image.Image) else to_pil(im), min_cell) for im in row] for row in rows]
+    grid = make_grid(cells)
+    if headers:
+        padding = 2  # make_grid's default
+        cell_w = max(im.width for row in cells for im in row)
+        canvas = Image.new("RGB", (grid.width, grid.height + 14), (255, 255, 255))
+        canvas.paste(grid, (0, 14))
+        draw = ImageDraw.Draw(canvas)
+        for column, text in headers:
+            draw.text((padding + column * (cell_w + padding), 2), text, fill=(0, 0, 0))
+        grid = canvas
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return path
+
+
+def save_gif(frames: Sequence[Tensor | Image.Image], path: str | Path, fps: float = 8.0, min_side: int = 128) -> Path:
+    """An endlessly looping GIF of ``frames`` (tensors in [-1, 1] or PIL images)."""
+    from novelview.images import to_pil
+
+    images = [upscale(f if isinstance(f, Image.Image) else to_pil(f), min_side) for f in frames]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+__all__ = [
+    "ALL",
+    "METRICS",
+    "EvalReport",
+    "bin_labels",
+    "environment",
+    "git_commit",
+    "margins",
+    "render_markdown",
+    "save_gif",
+    "save_grid",
+    "summarize",
+]
