@@ -43,13 +43,16 @@ def bench_render(cfg: SynthConfig) -> float:
     return cfg.objects * cfg.views / (time.perf_counter() - start)
 
 
-def bench_generate(cfg: SynthConfig) -> float:
-    """Views/s of the whole command: render + encode + write + atomic rename."""
+def bench_generate(cfg: SynthConfig) -> tuple[float, float]:
+    """Views/s of the whole command (render + encode + write + atomic rename): per wall-clock second and per
+    CPU second of this process (all threads). The second is less sensitive to other jobs on the machine:
+    on an idle machine with >= 1 core, wall-clock throughput is at least the CPU-time throughput."""
     tmp = Path(tempfile.mkdtemp(prefix="nv-bench-synth-"))
     try:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         generate(tmp / "ds", cfg, progress=False)
-        return cfg.objects * cfg.views / (time.perf_counter() - start)
+        n = cfg.objects * cfg.views
+        return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -68,14 +71,16 @@ def main() -> None:
     for size in args.sizes:
         cfg = SynthConfig(objects=args.objects, views=args.views, size=size, seed=0)
         render_vps = max(bench_render(cfg) for _ in range(args.repeats))
-        total_vps = max(bench_generate(cfg) for _ in range(args.repeats))
+        runs = [bench_generate(cfg) for _ in range(args.repeats)]
         rows.append({"size": size, "render_views_per_s": round(render_vps, 1),
-                     "end_to_end_views_per_s": round(total_vps, 1)})
+                     "end_to_end_views_per_s": round(max(r[0] for r in runs), 1),
+                     "end_to_end_views_per_cpu_s": round(max(r[1] for r in runs), 1)})
     load_after = os.getloadavg()[0]
 
-    print(f"{'size':>6} {'render views/s':>15} {'end-to-end views/s':>19}")
+    print(f"{'size':>6} {'render views/s':>15} {'end-to-end views/s':>19} {'views per CPU-s':>16}")
     for r in rows:
-        print(f"{r['size']:>6} {r['render_views_per_s']:>15.1f} {r['end_to_end_views_per_s']:>19.1f}")
+        print(f"{r['size']:>6} {r['render_views_per_s']:>15.1f} {r['end_to_end_views_per_s']:>19.1f} "
+              f"{r['end_to_end_views_per_cpu_s']:>16.1f}")
     at64 = next((r for r in rows if r["size"] == 64), None)
     cores = os.cpu_count() or 1
     busy = max(load_before, load_after) > 0.5 * cores

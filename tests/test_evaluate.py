@@ -174,7 +174,7 @@ def test_lpips_plumbing_with_random_alexnet(tmp_path: Path, monkeypatch: pytest.
     assert (ours > 0).all()
     assert torch.allclose(load_lpips(tmp_path / "features.pth")(a, b), ours)
     # the same numbers as torchmetrics' LPIPS given the same backbone (its torchvision import patched out)
-    monkeypatch.setattr(tm_lpips, "_get_tv_model_features", lambda net, pretrained=False: net_features(features))
+    monkeypatch.setattr(tm_lpips, "_get_tv_model_features", lambda name, pretrained=False: features)
     reference = tm_lpips._LPIPS(pretrained=True, net="alex", pnet_rand=True)
     assert torch.allclose(ours, reference(a, b).flatten(), atol=1e-5)
     assert net(a[:, :, :16, :16], b[:, :, :16, :16]).shape == (2,)  # small images are upsampled to 64 px
@@ -183,10 +183,6 @@ def test_lpips_plumbing_with_random_alexnet(tmp_path: Path, monkeypatch: pytest.
         load_lpips(tmp_path / "bad.pth")
     with pytest.raises(ConfigError, match="not found"):
         load_lpips(tmp_path / "missing.pth")
-
-
-def net_features(features: torch.nn.Sequential) -> torch.nn.Sequential:
-    return features
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -208,7 +204,8 @@ def test_protocol_is_deterministic_and_seed_dependent(synth: Path) -> None:
     every = make_protocol(scenes, objects=None, targets_per_object=None, seed=0)
     assert len(every) == 5 and all(len(t.target_views) == 7 for t in every)
     # an object's views do not depend on which other objects are evaluated
-    assert choose_views(8, "obj_00003", 0, 4) == (every[3].cond_view, tuple(make_protocol(scenes, None, 4, 0)[3].target_views))
+    four = make_protocol(scenes, None, 4, 0)
+    assert choose_views(8, "obj_00003", 0, 4) == (every[3].cond_view, four[3].target_views)
     order = orbit_views(scenes[0], every[0].cond_view, 4)
     assert len(order) == 4 and every[0].cond_view not in order
     fixed = make_protocol(scenes, None, 3, 0, cond_view=2)  # e.g. the PixelNeRF SRN protocol's fixed view

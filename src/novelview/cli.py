@@ -418,7 +418,7 @@ def eval_command(
         None, "--checkpoint", help="Checkpoint or training-run directory (default: the shipped model)."
     ),
     split: str = typer.Option("test", "--split", help="Object split: test (held-out objects), val, train or all."),
-    objects: Optional[int] = typer.Option(None, "--objects", min=1, help="Evaluate N objects of the split (default all)."),
+    objects: Optional[int] = typer.Option(None, "--objects", min=1, help="Evaluate N objects (default: all)."),
     targets: int = typer.Option(8, "--targets-per-object", min=0, help="Target views per object (0 = all others)."),
     cond_view: Optional[int] = typer.Option(
         None, "--cond-view", min=0, help="Use this view of every object as the condition (default: drawn from --seed)."
@@ -431,9 +431,9 @@ def eval_command(
     lpips_weights: Optional[Path] = typer.Option(
         None, "--lpips-weights", help="torchvision AlexNet ImageNet state dict; enables LPIPS."
     ),
-    consistency_objects: int = typer.Option(2, "--consistency-objects", min=0, help="Objects for the 3D consistency score."),
+    consistency_objects: int = typer.Option(2, "--consistency-objects", min=0, help="Objects for 3D consistency."),
     orbit_views: int = typer.Option(24, "--orbit-views", min=2, help="Views per consistency orbit."),
-    field_resolution: int = typer.Option(48, "--field-resolution", min=4, help="Voxels per side of the consistency field."),
+    field_resolution: int = typer.Option(48, "--field-resolution", min=4, help="Voxels per side of the field."),
     field_steps: int = typer.Option(1000, "--field-steps", min=1, help="Adam steps of each consistency field fit."),
     bound: float = typer.Option(1.2, "--consistency-bound", help="The field spans [-B, B]^3 around the origin."),
     stochastic: bool = typer.Option(
@@ -453,7 +453,8 @@ def eval_command(
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     report = evaluate(
-        checkpoint, data, out=out, split=split, objects=objects, targets_per_object=targets or None, cond_view=cond_view,
+        checkpoint, data, out=out, split=split, objects=objects, targets_per_object=targets or None,
+        cond_view=cond_view,
         sampler=sampler, steps=steps, guidance=guidance, seed=seed, baseline_checkpoints=[str(b) for b in baseline],
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         consistency_objects=consistency_objects, orbit_views=orbit_views, stochastic=stochastic,

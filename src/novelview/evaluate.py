@@ -137,7 +137,9 @@ class _Views:
         return metrics.object_mask(targets, masks, dilation), "dataset mask"
 
 
-def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path | None = None, **settings: Any) -> rep.EvalReport:
+def evaluate(
+    checkpoint: str | Path | None, data: str | Path, *, out: str | Path | None = None, **settings: Any
+) -> rep.EvalReport:
     """Evaluate ``checkpoint`` on ``data`` (any supported format); ``settings`` are :class:`EvalConfig` fields.
 
     With ``out`` the report directory gets ``report.json``, ``report.md``, ``grid.png`` (rows: condition | ground
@@ -147,7 +149,17 @@ def evaluate(checkpoint: str | Path | None, data: str | Path, *, out: str | Path
     return run(cfg, out)
 
 
+_RULES = (
+    "Objects: the dataset's object-level split (as in training; objects sorted by name, permuted by the split "
+    "seed); `--objects N` keeps N chosen by the protocol seed. Per object, a generator seeded by "
+    "(seed, crc32(name)) picks the condition view (unless `--cond-view` fixes it), then K distinct target views "
+    "among the others. Every method sees the same tasks and, for sampled methods, the same noise per object. "
+    "Angle = angle between the condition and target cameras' viewing directions."
+)
+
+
 def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
+    """Evaluate per ``cfg``; see :func:`evaluate`."""
     from tqdm.auto import tqdm
 
     from novelview.data.views import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, MultiViewDataset
@@ -166,9 +178,12 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
 
     # The object split exactly as training made it, so "test" objects were never trained on.
     training = model.pipe.config.training or {}
-    split_seed = cfg.split_seed if cfg.split_seed is not None else int(training.get("split_seed", 0))
-    val_fraction = cfg.val_fraction if cfg.val_fraction is not None else training.get("val_fraction", DEFAULT_VAL_FRACTION)
-    test_fraction = cfg.test_fraction if cfg.test_fraction is not None else training.get("test_fraction", DEFAULT_TEST_FRACTION)
+    def setting(value: Any, key: str, default: Any) -> Any:
+        return value if value is not None else training.get(key, default)
+
+    split_seed = int(setting(cfg.split_seed, "split_seed", 0))
+    val_fraction = float(setting(cfg.val_fraction, "val_fraction", DEFAULT_VAL_FRACTION))
+    test_fraction = float(setting(cfg.test_fraction, "test_fraction", DEFAULT_TEST_FRACTION))
     dataset = MultiViewDataset(cfg.data, size=size, split=cfg.split, split_seed=split_seed,
                                val_fraction=val_fraction, test_fraction=test_fraction)
     if not dataset.scenes:
@@ -246,15 +261,6 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
     return report
 
 
-_RULES = (
-    "Objects: the dataset's object-level split (as in training; objects sorted by name, permuted by the split "
-    "seed); `--objects N` keeps N chosen by the protocol seed. Per object, a generator seeded by (seed, crc32(name)) "
-    "picks the condition view (unless `--cond-view` fixes it), then K distinct target views among the others. Every method sees the same tasks "
-    "and, for sampled methods, the same noise per object. Angle = angle between the condition and target cameras' "
-    "viewing directions."
-)
-
-
 def _view_scores(s: metrics.ImageScores, j: int) -> dict[str, float | None]:
     out: dict[str, float | None] = {
         "psnr": round(float(s.psnr[j]), 4),
@@ -313,11 +319,14 @@ def _write(
     out.mkdir(parents=True, exist_ok=True)
     if grid_rows:
         k = (len(grid_rows[0]) - 1) // 2
-        rep.save_grid(grid_rows, out / "grid.png", headers=[(0, "condition"), (1, "ground truth"), (1 + k, _primary_label(model))])
+        headers = [(0, "condition"), (1, "ground truth"), (1 + k, _primary_label(model))]
+        rep.save_grid(grid_rows, out / "grid.png", headers=headers)
         report.files["grid"] = "grid.png"
     if consistency_rows:
         rep.save_grid(consistency_rows, out / "consistency.png")
-        report.files["consistency"] = "consistency.png (per object: GT held-out, GT-field renders, generated held-out, generated-field renders)"
+        report.files["consistency"] = (
+            "consistency.png (per object: GT held-out, GT-field renders, generated held-out, generated-field renders)"
+        )
     for task in tasks[: cfg.orbits]:
         frames = _orbit_frames(cfg, model, task, views)
         rep.save_gif(frames, out / "orbits" / f"{task.object_name}.gif")

@@ -37,7 +37,7 @@ class FieldConfig:
     rays_per_step: int = 1024
     samples_per_ray: int = 48  # stratified samples between the ray's box entry and exit
     lr: float = 0.1
-    tv_weight: float = 1e-4  # total-variation weight, applied to density and colour grids
+    tv_weight: float = 3e-3  # total-variation weight on density and colour grids (suppresses floaters)
     density_bias: float = -5.0  # initial density ~ softplus(bias) optical depth per voxel: nearly empty
     seed: int = 0
 
@@ -164,9 +164,11 @@ def render_views(
 ) -> Tensor:
     """Render ``[V, 3, H, W]`` in [-1, 1] from the cameras ``poses``/``intrinsics``."""
     origins, directions = _rays(poses, intrinsics, height, width)
-    out = torch.cat(
-        [render_rays(field_, origins[i : i + chunk], directions[i : i + chunk], samples) for i in range(0, len(origins), chunk)]
-    )
+    parts = [
+        render_rays(field_, origins[i : i + chunk], directions[i : i + chunk], samples)
+        for i in range(0, len(origins), chunk)
+    ]
+    out = torch.cat(parts)
     return (out.reshape(poses.shape[0], height, width, 3).permute(0, 3, 1, 2) * 2.0 - 1.0).contiguous()
 
 

@@ -23,7 +23,14 @@ from novelview.errors import ConfigError
 #: The layers whose ReLU outputs LPIPS compares (indices into ``features``) and their widths.
 _TAPS = (1, 4, 7, 9, 11)
 _CHANNELS = (64, 192, 384, 256, 256)
-_CONVS = {0: (3, 64, 11, 4, 2), 3: (64, 192, 5, 1, 2), 6: (192, 384, 3, 1, 1), 8: (384, 256, 3, 1, 1), 10: (256, 256, 3, 1, 1)}
+# features index -> (in, out, kernel, stride, padding) of torchvision's AlexNet convolutions
+_CONVS = {
+    0: (3, 64, 11, 4, 2),
+    3: (64, 192, 5, 1, 2),
+    6: (192, 384, 3, 1, 1),
+    8: (384, 256, 3, 1, 1),
+    10: (256, 256, 3, 1, 1),
+}
 MIN_SIZE = 64
 
 

@@ -7,9 +7,9 @@ Rules (printed in every report and documented in docs/evaluation.md):
   ``--split test`` means objects the model never saw. ``--objects N`` keeps N of them, chosen by a permutation
   seeded by ``seed`` and listed in split order; without it every object of the split is evaluated.
 * For each object a generator seeded by ``(seed, crc32(object name))`` picks the condition view (uniform over the
-  object's views; ``--cond-view V`` fixes it to view V of every object instead) and then ``K`` distinct target views among the others (all others when ``K`` is None or at
-  least their number), listed in ascending view order. Keying on the name makes an object's views independent
-  of which other objects are evaluated.
+  object's views; ``--cond-view V`` fixes it to view V of every object instead) and then ``K`` distinct target
+  views among the others (all others when ``K`` is None or at least their number), in ascending view order.
+  Keying on the name makes an object's views independent of which other objects are evaluated.
 * The same tasks are given to every method of a run (the model, each baseline), and the same ``seed`` on the same
   dataset gives the same tasks in any run, so numbers compare across runs and methods.
 * The 3D-consistency orbit of an object is its other views (all but the condition), sorted by azimuth measured

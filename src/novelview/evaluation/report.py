@@ -318,7 +318,7 @@ def render_markdown(report: EvalReport) -> str:
     else:
         lines.append("Not computed (`--consistency-objects 0`, or the objects have fewer than 3 views).")
     lines += ["", "## Protocol", "", prot.get("rules", ""), ""]
-    rows = [[t["object_name"], str(t["cond_view"]), ", ".join(str(v) for v in t["target_views"])] for t in prot["tasks"]]
+    rows = [[t["object_name"], str(t["cond_view"]), ", ".join(map(str, t["target_views"]))] for t in prot["tasks"]]
     lines += _table(["object", "condition view", "target views"], rows)
     lines += ["", "## Files", ""]
     lines += [f"- `{k}`: {v}" for k, v in report.files.items()]

@@ -126,16 +126,28 @@ def fourier_features(x: Tensor, num_freqs: int) -> Tensor:
     return torch.cat([x, torch.sin(xb), torch.cos(xb)], dim=-1)
 
 
-def pose_feature_channels(config: BackboneConfig) -> int:
-    """Channels per pixel of :class:`PoseEmbedding`'s output (same for both modes)."""
-    return 3 * (1 + 2 * config.dir_freqs) + 3 * (1 + 2 * config.pos_freqs)
+def _fourier_channels(num_freqs: int) -> int:
+    return 3 * (1 + 2 * num_freqs)
+
+
+@dataclass
+class RayFeatures:
+    """Encoded rays of both cameras at one resolution, frame order ``(condition, target)``.
+
+    ``pixel`` varies per pixel; ``camera`` holds features every ray of a camera shares (in ``"rays"`` mode
+    the encoded ray origin, i.e. the camera centre), stored once instead of broadcast over the image. A
+    linear map of the broadcast map equals a linear map of the vector, so nothing is lost, and the
+    pixel tensor shrinks by more than half.
+    """
+
+    pixel: Tensor  # [B, 2, Dp, h, w] (channels-last memory)
+    camera: Tensor | None  # [B, 2, Dc] or None
 
 
 class PoseEmbedding(nn.Module):
-    """Per-pixel ray features of the condition and target cameras, in the condition camera's frame.
+    """Ray features of the condition and target cameras, in the condition camera's frame.
 
-    Has no parameters: each backbone projects the features with its own layer. Output frame order is
-    ``(condition, target)``, matching the X-UNet frame axis.
+    Has no parameters; :class:`PoseProjection` maps the features to a backbone's width.
     """
 
     def __init__(self, config: BackboneConfig) -> None:
@@ -144,7 +156,9 @@ class PoseEmbedding(nn.Module):
         self.pos_freqs = config.pos_freqs
         self.dir_freqs = config.dir_freqs
         self.pose_scale = config.pose_scale
-        self.out_channels = pose_feature_channels(config)
+        position = _fourier_channels(config.pos_freqs)
+        self.pixel_channels = _fourier_channels(config.dir_freqs) + (position if self.mode == "plucker" else 0)
+        self.camera_channels = position if self.mode == "rays" else 0
 
     def forward(
         self,
@@ -155,40 +169,63 @@ class PoseEmbedding(nn.Module):
         image_hw: tuple[int, int],
         sizes: list[tuple[int, int]],
         drop: Tensor | None = None,
-    ) -> list[Tensor]:
-        """Features ``[B, 2, D, h, w]`` for each ``(h, w)`` in ``sizes``; zeros for samples where ``drop``.
+    ) -> list[RayFeatures]:
+        """Features for each ``(h, w)`` in ``sizes``; all zeros for the samples where ``drop``.
 
         Rays are traced through the pixel centres *of each resolution* (intrinsics rescaled with
         :func:`cameras.resize_intrinsics`), so a coarse feature map is aligned exactly with the
-        average-pooled image it modulates. Computed in float64: the high Fourier octaves multiply rounding
-        errors by up to ``2**(pos_freqs - 1)``.
+        average-pooled image it modulates. Poses, rays and the position features are computed in float64:
+        the high Fourier octaves multiply rounding errors by up to ``2**(pos_freqs - 1)``. Direction
+        features (unit vectors, fewer octaves) are computed in float32.
         """
-        out_dtype = torch.float32
         device = cond_pose.device
         dtype = torch.float64 if device.type in ("cpu", "cuda", "meta") else torch.float32
         poses = torch.stack([cond_pose, target_pose], dim=1).to(dtype)  # [B, 2, 4, 4]
-        rel = cameras.relative_pose(poses[:, :1], poses)  # condition camera -> identity
-        rel = rel.clone()
-        rel[..., :3, 3] = rel[..., :3, 3] / self.pose_scale
+        rel = cameras.relative_pose(poses[:, :1], poses).clone()  # condition camera -> identity
+        rel[..., :3, 3] /= self.pose_scale
         ks = torch.stack([cond_K, target_K], dim=1).to(dtype)  # [B, 2, 3, 3] at image_hw
+        keep = None if drop is None else ~drop
+        camera = None
+        if self.mode == "rays":
+            camera = fourier_features(rel[..., :3, 3], self.pos_freqs).float()
+            camera = camera if keep is None else camera * keep[:, None, None]
         feats = []
         for size in sizes:
             k = cameras.resize_intrinsics(ks, image_hw, size)
             origins, dirs = cameras.pixel_rays(rel, k, size[0], size[1])  # [B, 2, h, w, 3]
             if self.mode == "plucker":
                 pl = cameras.plucker(origins, dirs)
-                pos = fourier_features(pl[..., 3:], self.pos_freqs)  # moments vary per pixel
-                dirs = pl[..., :3]
-            else:  # all rays of a camera share its origin: encode it once, broadcast over pixels
-                pos = fourier_features(rel[..., :3, 3], self.pos_freqs)[:, :, None, None].expand(
-                    *dirs.shape[:-1], -1
+                pixel = torch.cat(
+                    [
+                        fourier_features(pl[..., :3].float(), self.dir_freqs),
+                        fourier_features(pl[..., 3:], self.pos_freqs).float(),  # moments vary per pixel
+                    ],
+                    dim=-1,
                 )
-            f = torch.cat([fourier_features(dirs, self.dir_freqs), pos], dim=-1)
-            f = f.permute(0, 1, 4, 2, 3).to(out_dtype)  # [B, 2, D, h, w]
-            if drop is not None:
-                f = torch.where(drop[:, None, None, None, None], torch.zeros_like(f), f)
-            feats.append(f)
+            else:
+                pixel = fourier_features(dirs.float(), self.dir_freqs)
+            if keep is not None:
+                pixel = pixel * keep[:, None, None, None, None]
+            feats.append(RayFeatures(pixel.permute(0, 1, 4, 2, 3), camera))
         return feats
+
+
+class PoseProjection(nn.Module):
+    """Linear map of :class:`RayFeatures` to ``dim`` channels: ``[B*2, dim, h / patch, w / patch]``.
+
+    ``patch=1``: per pixel (X-UNet, one per level); ``patch=p``: one patchifying conv (DiT tokens).
+    """
+
+    def __init__(self, embed: PoseEmbedding, dim: int, patch: int = 1) -> None:
+        super().__init__()
+        self.pixel = nn.Conv2d(embed.pixel_channels, dim, patch, stride=patch)
+        self.camera = nn.Linear(embed.camera_channels, dim, bias=False) if embed.camera_channels else None
+
+    def forward(self, features: RayFeatures) -> Tensor:
+        out = self.pixel(features.pixel.flatten(0, 1))
+        if self.camera is not None and features.camera is not None:
+            out = out + self.camera(features.camera.flatten(0, 1))[:, :, None, None]
+        return out
 
 
 def drop_mask(drop_cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
@@ -238,5 +275,6 @@ __all__ = [
     "drop_mask",
     "fourier_features",
     "logsnr_to_unit",
-    "pose_feature_channels",
+    "PoseProjection",
+    "RayFeatures",
 ]

@@ -24,7 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from novelview.errors import ConfigError
-from novelview.models.conditioning import BackboneConfig, NoiseLevelEmbedding, PoseEmbedding, check_inputs, drop_mask
+from novelview.models.conditioning import (
+    BackboneConfig,
+    NoiseLevelEmbedding,
+    PoseEmbedding,
+    PoseProjection,
+    check_inputs,
+    drop_mask,
+)
 from novelview.models.layers import Attention, Mlp, modulate, zero_init
 
 
@@ -118,7 +125,7 @@ class DiT(nn.Module):
         self.noise_embed = NoiseLevelEmbedding(dim)
         self.pose_embed = PoseEmbedding(c)
         # One pose projection for both streams: the same rays mean the same thing in either stream.
-        self.pose_patch = nn.Conv2d(self.pose_embed.out_channels, dim, p, stride=p)
+        self.pose_proj = PoseProjection(self.pose_embed, dim, patch=p)
         self.target_patch = nn.Conv2d(c.in_channels, dim, p, stride=p)
         self.cond_patch = nn.Conv2d(3, dim, p, stride=p)
         self.register_buffer("pos_embed", sincos_2d(dim, self.grid)[None], persistent=False)
@@ -176,7 +183,7 @@ class DiT(nn.Module):
 
         emb = self.noise_embed(logsnr)
         rays = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), [(height, width)], drop)[0]
-        pose = self._tokens(self.pose_patch(rays.flatten(0, 1).to(emb.dtype))).unflatten(0, (b, 2))
+        pose = self._tokens(self.pose_proj(rays)).unflatten(0, (b, 2))
 
         target_in = torch.cat([z_t, cond_image], dim=1) if c.cond_concat else z_t
         x = self._tokens(self.target_patch(target_in)) + self.pos_embed + pose[:, 1]

@@ -28,6 +28,7 @@ from novelview.models.conditioning import (
     BackboneConfig,
     NoiseLevelEmbedding,
     PoseEmbedding,
+    PoseProjection,
     check_inputs,
     drop_mask,
 )
@@ -164,7 +165,7 @@ class XUNet(nn.Module):
         self.noise_embed = NoiseLevelEmbedding(c.emb_ch)
         self.pose_embed = PoseEmbedding(c)
         # One projection per level: rays are traced at each level's own resolution (exact pixel centres).
-        self.pose_proj = nn.ModuleList(nn.Conv2d(self.pose_embed.out_channels, c.emb_ch, 1) for _ in widths)
+        self.pose_proj = nn.ModuleList(PoseProjection(self.pose_embed, c.emb_ch) for _ in widths)
         self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
 
         res = c.image_size
@@ -227,12 +228,16 @@ class XUNet(nn.Module):
         noise = self.noise_embed(frame_logsnr)[:, :, None, None]
         sizes = [(height >> i, width >> i) for i in range(levels)]
         pose = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), sizes, drop)
-        embs = [F.silu(noise + proj(p.flatten(0, 1).to(noise.dtype))) for proj, p in zip(self.pose_proj, pose)]
+        embs = [F.silu(noise + proj(p)) for proj, p in zip(self.pose_proj, pose)]
 
         frames = torch.stack([cond_image, z_t], dim=1)  # [B, 2, 3, H, W]
         if c.cond_concat:  # each frame also sees the other one, pixel-aligned
             frames = torch.cat([frames, frames.flip(1)], dim=2)
         h = self.conv_in(frames.flatten(0, 1))
+        import os
+        if os.environ.get("NV_CL"):
+            h = h.contiguous(memory_format=torch.channels_last)
+            embs = [e.contiguous(memory_format=torch.channels_last) for e in embs]
 
         hs = [h]
         for i, level in enumerate(self.down):
