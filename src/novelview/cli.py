@@ -73,7 +73,7 @@ def data_info(
 
 @app.command("models")
 def models_list(
-    size: Optional[int] = typer.Option(None, "--size", help="Image size for every preset (default: each preset's own)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Image size for all presets (default: each one's own)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List the model presets with parameter counts and GFLOPs per forward (counted on the meta device)."""

@@ -213,6 +213,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     overrides = dict(cfg.model_overrides)
     if cfg.diffusion.learn_variance and cfg.objective == "diffusion":
         overrides["learn_variance"] = True
+    radius = dataset.camera_stats().get("radius")
+    if "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
+        # Ray origins in units of the dataset's camera distance: the same model fits SRN, Blender or our data.
+        overrides["pose_scale"] = float(radius)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
     model = build_model(cfg.model, cfg.image_size, **overrides)
     start_step = 0
@@ -237,7 +241,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             "gradients would not be averaged"
         )
     ema = _make_ema(model, cfg.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one fused update instead of a Python loop over parameters (~15% of a tiny CPU step otherwise).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     # Not handed to accelerate: it would step the scheduler once per process.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps))
     nonfinite_total = 0

@@ -29,7 +29,9 @@ import colorsys
 import json
 import math
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -454,6 +456,18 @@ def dataset_json(cfg: SynthConfig) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run torch single-threaded here: the per-op work is small, and a second OpenMP thread would fight the
+    PNG/file-writing threads for the cores (on a busy 2-core machine it made rendering 4x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def generate(
     out: str | Path,
     cfg: SynthConfig,
@@ -462,13 +476,17 @@ def generate(
 ) -> Path:
     """Write the procedural dataset to ``out`` atomically (see the module docstring).
 
-    Rendering (torch, main thread) overlaps with PNG encoding and file writes (a small thread pool; PIL and
+    Rendering (torch, one thread) overlaps with PNG encoding and file writes (a small thread pool; PIL and
     file I/O release the GIL), which keeps both cores of a small machine busy.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
-    with atomic_directory(out, overwrite=overwrite) as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+    with (
+        atomic_directory(out, overwrite=overwrite) as tmp,
+        ThreadPoolExecutor(max_workers=2) as pool,
+        _torch_threads(1),
+    ):
         bar = tqdm(total=cfg.objects * cfg.views, unit="view", desc="synth", disable=not progress)
         pending: deque[Future[int]] = deque()
         for i in range(cfg.objects):

@@ -11,10 +11,13 @@ dataset uses makes no difference. Every pixel then gets the ray through its cent
 * ``"plucker"``: Plücker coordinates ``(d, o x d)`` with the same Fourier features; unlike an origin they
   do not depend on where along the ray the origin sits.
 
-**Scale.** Translations are divided by ``pose_scale`` before encoding. Models only see the ratio of camera
-distances to ``pose_scale``, so a model trained with cameras at radius ~2.5 (our procedural data) with
-``pose_scale=1`` should be given ``pose_scale = r / 2.5`` for a dataset whose cameras sit at radius ``r``;
-set it to the training set's mean camera radius to train a scale-free model.
+**Scale.** Camera translations are divided by ``pose_scale`` before encoding. A picture does not reveal
+absolute scale (twice the object at twice the distance looks the same), so what should reach the network
+is distance in units of the typical camera-to-object distance: set ``pose_scale`` to the training set's
+mean camera radius (checkpoints record it as ``data.radius``; our procedural data: 2.5) and the encoded
+positions are O(1) whatever the dataset's units. A model used on cameras at another scale needs their
+translations rescaled by ``trained radius / their radius`` first. The default 1.0 feeds raw world units,
+as 3DiM did on SRN.
 """
 
 from __future__ import annotations

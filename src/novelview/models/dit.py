@@ -4,7 +4,8 @@ Two token streams, each a patchified image plus a fixed 2-D sin-cos position emb
 patchified per-pixel pose embedding of its camera (both cameras in the condition camera's frame):
 
 * the **condition stream** (clean view) is refined by ``cond_depth`` blocks of its own
-  (self-attention + MLP), then layer-normalised once; it is computed once per forward, not per block;
+  (self-attention + MLP), then layer-normalised once; it is computed once per forward, not per block, and
+  modulated by the *target's* noise level, so what it extracts can depend on how noisy the target is;
 * the **target stream** (noisy view) runs ``depth`` blocks of self-attention, cross-attention to the
   refined condition tokens, and MLP.
 
@@ -32,7 +33,7 @@ from novelview.models.conditioning import (
     check_inputs,
     drop_mask,
 )
-from novelview.models.layers import Attention, Mlp, modulate, zero_init
+from novelview.models.layers import Attention, Mlp, modulate, to_tokens, zero_init
 
 
 @dataclass
@@ -91,11 +92,11 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), zero_init(nn.Linear(dim, (9 if cross else 6) * dim)))
 
     def forward(self, x: Tensor, c: Tensor, context: Tensor | None = None) -> Tensor:
-        mods = self.modulation(c).chunk(9 if self.cross else 6, dim=1)
-        x = x + mods[2][:, None] * self.attn(modulate(self.norm1(x), mods[0], mods[1]))
+        mods = [m[:, None] for m in self.modulation(c).chunk(9 if self.cross else 6, dim=1)]
+        x = torch.addcmul(x, mods[2], self.attn(modulate(self.norm1(x), mods[0], mods[1])))
         if self.cross:
-            x = x + mods[8][:, None] * self.cross_attn(modulate(self.norm_cross(x), mods[6], mods[7]), context)
-        return x + mods[5][:, None] * self.mlp(modulate(self.norm2(x), mods[3], mods[4]))
+            x = torch.addcmul(x, mods[8], self.cross_attn(modulate(self.norm_cross(x), mods[6], mods[7]), context))
+        return torch.addcmul(x, mods[5], self.mlp(modulate(self.norm2(x), mods[3], mods[4])))
 
 
 class FinalLayer(nn.Module):
@@ -108,7 +109,7 @@ class FinalLayer(nn.Module):
         self.linear = zero_init(nn.Linear(dim, patch_size * patch_size * out_channels))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        shift, scale = self.modulation(c).chunk(2, dim=1)
+        shift, scale = self.modulation(c)[:, None].chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -152,9 +153,6 @@ class DiT(nn.Module):
         zero_init(self.final.modulation[-1])
         zero_init(self.final.linear)
 
-    def _tokens(self, h: Tensor) -> Tensor:
-        return h.flatten(2).transpose(1, 2)  # [N, C, g, g] -> [N, g*g, C]
-
     def _unpatchify(self, x: Tensor) -> Tensor:
         b, p, g, ch = x.shape[0], self.config.patch_size, self.grid, self.config.out_channels
         x = x.view(b, g, g, p, p, ch).permute(0, 5, 1, 3, 2, 4)
@@ -183,11 +181,11 @@ class DiT(nn.Module):
 
         emb = self.noise_embed(logsnr)
         rays = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), [(height, width)], drop)[0]
-        pose = self._tokens(self.pose_proj(rays)).unflatten(0, (b, 2))
+        pose = to_tokens(self.pose_proj(rays)).unflatten(0, (b, 2))
 
         target_in = torch.cat([z_t, cond_image], dim=1) if c.cond_concat else z_t
-        x = self._tokens(self.target_patch(target_in)) + self.pos_embed + pose[:, 1]
-        y = self._tokens(self.cond_patch(cond_image)) + self.pos_embed + pose[:, 0]
+        x = to_tokens(self.target_patch(target_in)) + self.pos_embed + pose[:, 1]
+        y = to_tokens(self.cond_patch(cond_image)) + self.pos_embed + pose[:, 0]
         for block in self.cond_blocks:
             y = block(y, emb)
         y = self.cond_norm(y)

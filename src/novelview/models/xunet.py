@@ -234,10 +234,6 @@ class XUNet(nn.Module):
         if c.cond_concat:  # each frame also sees the other one, pixel-aligned
             frames = torch.cat([frames, frames.flip(1)], dim=2)
         h = self.conv_in(frames.flatten(0, 1))
-        import os
-        if os.environ.get("NV_CL"):
-            h = h.contiguous(memory_format=torch.channels_last)
-            embs = [e.contiguous(memory_format=torch.channels_last) for e in embs]
 
         hs = [h]
         for i, level in enumerate(self.down):
