@@ -30,17 +30,22 @@ TARGET_VIEWS_PER_S = 200.0
 
 
 def bench_render(cfg: SynthConfig) -> float:
-    """Views/s of the ray caster alone (objects and cameras generated outside the timed region)."""
+    """Views/s of the ray caster alone, single-threaded (objects and cameras made outside the timed region)."""
     scenes = []
     for i in range(cfg.objects):
         shape_rng, cam_rng = object_rngs(cfg.seed, i)
         scenes.append((random_object(shape_rng, cfg.max_primitives), cfg.cameras.poses(cam_rng, cfg.views)))
     k = cfg.cameras.intrinsics(cfg.size)
-    render(scenes[0][0], scenes[0][1][:2], k, cfg.size)  # warm-up
-    start = time.perf_counter()
-    for obj, poses in scenes:
-        render(obj, poses, k, cfg.size)
-    return cfg.objects * cfg.views / (time.perf_counter() - start)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `generate` runs it (the other core encodes and writes files)
+    try:
+        render(scenes[0][0], scenes[0][1][:2], k, cfg.size)  # warm-up
+        start = time.perf_counter()
+        for obj, poses in scenes:
+            render(obj, poses, k, cfg.size)
+        return cfg.objects * cfg.views / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def bench_generate(cfg: SynthConfig) -> tuple[float, float]:

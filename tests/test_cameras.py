@@ -12,7 +12,6 @@ from novelview import cameras
 from novelview.data.synthetic import Primitive, SynthObject, render
 from novelview.errors import PoseError
 
-torch.set_default_dtype(torch.float32)
 
 
 def random_rotation(gen: torch.Generator, n: int) -> torch.Tensor:

@@ -224,3 +224,21 @@ def test_permission_denied_is_a_data_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(Image, "open", deny)
     with pytest.raises(DataError, match="locked.png.*permission denied"):
         load_image(path)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone photo stored landscape with 'rotate 90' in EXIF must reach the model upright."""
+    from PIL import Image
+
+    from novelview.images import load_image
+
+    img = Image.new("RGB", (40, 20), (255, 255, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))  # left half red as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "phone.jpg"
+    img.save(path, exif=exif, quality=95)
+    out = load_image(path, size=None, crop="pad")
+    # After the rotation the red half is on top: the top row is red, the bottom row white.
+    assert out[0, 2, 10] > 0.5 and out[1, 2, 10] < -0.5
+    assert out[1, -3, 10] > 0.5

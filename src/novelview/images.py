@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from novelview.errors import DataError
@@ -80,6 +80,8 @@ def open_image(src: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIX
         if w == 0 or h == 0:
             raise DataError(f"{label}: image has zero size ({w}x{h})")
         img.load()  # decode everything now: truncated data fails here, not in a training step
+        # Phone photos store their rotation in EXIF; without this they would reach the model sideways.
+        img = ImageOps.exif_transpose(img)
     except DataError:
         raise
     except Image.DecompressionBombError as err:
