@@ -215,3 +215,14 @@ def test_nonfinite_loss_is_skipped_then_stops_with_clear_message(
         train(_cfg(dataset, run, steps=50, checkpoint_every=2, max_nonfinite=3))
     weights = _weights(run)
     assert all(torch.isfinite(v).all() for v in weights.values()), "NaN reached the saved weights"
+
+
+def test_export_writes_small_inference_checkpoint_with_ema_weights(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(_cfg(dataset, run, steps=2, checkpoint_every=2))
+    out = tmp_path / "shipped"
+    _cli("export", "--checkpoint", str(run), "--out", str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    _assert_same(load_file(str(out / "model.safetensors")), _weights(run, ckpt.EMA_FILE), atol=0)
+    model, config = ckpt.load_model(out)
+    assert config.training["ema"] is True and config.image_size == 16

@@ -217,6 +217,17 @@ def load_model(
     return model.to(device).eval(), config
 
 
+def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True) -> Path:
+    """Write an inference-only copy of a checkpoint: its (EMA) weights as ``model.safetensors`` + config.json.
+
+    No optimizer or training state, so it is small enough to ship (the default model in ``checkpoints/``).
+    """
+    src = resolve_checkpoint(src)
+    model, config = load_model(src, use_ema=use_ema)
+    config.training = {**config.training, "exported_from": src.name, "ema": use_ema and (src / EMA_FILE).is_file()}
+    return save_checkpoint(dst, model, config)
+
+
 def load_training_state(path: str | Path) -> dict[str, Any]:
     file = Path(path) / STATE_FILE
     if not file.is_file():

@@ -178,6 +178,20 @@ def train(
         typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
 
 
+@app.command()
+def export(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Training checkpoint or run directory (its latest)."),
+    out: Path = typer.Option(..., "--out", help="Directory for the inference-only checkpoint."),
+    raw: bool = typer.Option(False, "--raw", help="Export the raw weights instead of the EMA weights."),
+) -> None:
+    """Write an inference-only checkpoint (EMA weights + config.json, no optimizer state) for shipping."""
+    from novelview.checkpoint import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out, use_ema=not raw)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)")
+
+
 # ============================================================== sample / orbit
 
 _CHECKPOINT_HELP = "Checkpoint or training-run directory (default: the shipped model, or $NOVELVIEW_CHECKPOINT)."
