@@ -305,3 +305,24 @@ def test_parallel_workers_give_the_same_dataset(mesh_dir: Path, tmp_path: Path) 
         return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
 
     assert files(tmp_path / "one") == files(tmp_path / "two")
+
+
+def test_rendered_dataset_trains_a_few_steps(mesh_dir: Path, tmp_path: Path) -> None:
+    """Meshes -> `data render` -> `novelview train`: the rendered dataset is real training data."""
+    from novelview.checkpoint import load_model
+    from novelview.train import TrainConfig, train
+
+    for name in ("broken.glb", "empty.obj"):
+        (mesh_dir / name).unlink()
+    for i in range(3):  # more objects, so the object-level split leaves some for training
+        sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.5 + 0.1 * i)
+        sphere.visual.vertex_colors = [40 * i, 200, 90, 255]
+        sphere.export(mesh_dir / f"ball{i}.ply")
+    data = tmp_path / "rendered"
+    render_dataset(mesh_dir, data, RenderConfig(views=4, size=16, seed=1), progress=False)
+    run = tmp_path / "run"
+    result = train(TrainConfig(data=str(data), out=str(run), image_size=16, steps=3, batch_size=4,
+                               checkpoint_every=3, sample_every=0, val_every=10**6, progress=False))
+    assert result.steps == 3 and np.isfinite(result.final_loss)
+    model, config = load_model(result.final_checkpoint)
+    assert config.data["radius"] == pytest.approx(2.5)
