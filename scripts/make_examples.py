@@ -14,12 +14,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from novelview import cameras
 from novelview.data.atomic import atomic_directory
-from novelview.data.formats.srn import depth_to_uint16
-from novelview.data.synthetic import ObjectViews, SynthConfig, object_name, random_object, render, write_object_views
+from novelview.data.synthetic import SynthConfig, object_name, random_object, render_object_views, write_object_views
 
 EXAMPLE_SEED = 90_210  # training sets use small seeds (0 for the default model)
 
@@ -35,22 +33,13 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = SynthConfig(objects=args.objects, views=args.views, size=args.size, seed=EXAMPLE_SEED)
-    k = cfg.cameras.intrinsics(cfg.size)
     poses = cameras.orbit_poses(args.views, args.elevation, cfg.cameras.radius, args.start_azimuth)
     if args.out.exists():
         shutil.rmtree(args.out)
     with atomic_directory(args.out) as tmp:
         for i in range(args.objects):
             obj = random_object(np.random.default_rng([EXAMPLE_SEED, i, 0]), cfg.max_primitives)
-            out = render(obj, poses, k, cfg.size, cfg.light_dir, cfg.ambient)
-            views = ObjectViews(
-                obj=obj,
-                rgb=(out.rgb * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).numpy(),
-                mask=out.mask.numpy().astype(np.uint8) * 255,
-                depth=depth_to_uint16(out.depth.numpy(), cfg.depth_scale),
-                poses=poses,
-                k=k,
-            )
+            views = render_object_views(obj, poses, cfg)
             write_object_views(tmp / object_name(i), views)
     print(f"wrote {args.objects} example objects x {args.views} views to {args.out}")
 

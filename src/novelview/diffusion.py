@@ -215,6 +215,14 @@ def variational_bound_term(
     return kl.mean(dim=tuple(range(1, kl.ndim))) / math.log(2.0)
 
 
+CONDITIONING_KEYS = ("cond_image", "cond_pose", "target_pose", "cond_K", "target_K")
+
+
+def conditioning(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The keyword arguments a backbone takes besides ``z_t`` and ``logsnr``, from a dataset batch."""
+    return {key: batch[key] for key in CONDITIONING_KEYS}
+
+
 @dataclass
 class NoiseDraw:
     """The random choices of one training step for a batch: noise level, noise and guidance-dropout mask.
@@ -266,16 +274,7 @@ def training_loss(
     draw = draw.to(device)
     logsnr, noise = draw.logsnr, draw.noise.to(x0.dtype)
     z_t = add_noise(x0, noise, logsnr)
-    out = model(
-        z_t,
-        logsnr,
-        cond_image=batch["cond_image"],
-        cond_pose=batch["cond_pose"],
-        target_pose=batch["target_pose"],
-        cond_K=batch["cond_K"],
-        target_K=batch["target_K"],
-        drop_cond=draw.drop_cond,
-    )
+    out = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond)
     channels = x0.shape[1]
     pred = out[:, :channels].float()
     target = prediction_target(x0, noise, logsnr, cfg.prediction)
@@ -299,16 +298,7 @@ def regression_loss(model: Callable[..., Tensor], batch: dict[str, Tensor], kind
     x0 = batch["target_image"]
     b = x0.shape[0]
     logsnr = torch.full((b,), REGRESSION_LOGSNR, device=x0.device)
-    out = model(
-        torch.zeros_like(x0),
-        logsnr,
-        cond_image=batch["cond_image"],
-        cond_pose=batch["cond_pose"],
-        target_pose=batch["target_pose"],
-        cond_K=batch["cond_K"],
-        target_K=batch["target_K"],
-        drop_cond=None,
-    )[:, : x0.shape[1]].float()
+    out = model(torch.zeros_like(x0), logsnr, **conditioning(batch), drop_cond=None)[:, : x0.shape[1]].float()
     err = (out - x0).abs() if kind == "l1" else (out - x0) ** 2
     loss = err.mean()
     return {"loss": loss, "mse": ((out - x0) ** 2).mean().detach(), "vb": torch.zeros((), device=x0.device)}

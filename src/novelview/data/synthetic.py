@@ -416,7 +416,11 @@ def render_object(cfg: SynthConfig, index: int) -> ObjectViews:
     """Generate and render object ``index`` of the dataset described by ``cfg``."""
     shape_rng, camera_rng = object_rngs(cfg.seed, index)
     obj = random_object(shape_rng, cfg.max_primitives)
-    poses = cfg.cameras.poses(camera_rng, cfg.views)
+    return render_object_views(obj, cfg.cameras.poses(camera_rng, cfg.views), cfg)
+
+
+def render_object_views(obj: SynthObject, poses: Tensor, cfg: SynthConfig) -> ObjectViews:
+    """Render ``obj`` from ``poses`` with ``cfg``'s intrinsics, size and lighting, ready to write to disk."""
     k = cfg.cameras.intrinsics(cfg.size)
     out = render(obj, poses, k, cfg.size, cfg.light_dir, cfg.ambient)
     return ObjectViews(
@@ -517,5 +521,6 @@ __all__ = [
     "random_object",
     "render",
     "render_object",
+    "render_object_views",
     "write_object_views",
 ]
