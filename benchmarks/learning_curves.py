@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "learning_curves.json"
-DOC = REPO / "docs" / "learning-curves.md"
-PLOT = REPO / "docs" / "learning_curves.png"
+RESULTS = Path("benchmarks") / "results" / "learning_curves.json"
+DOC = Path("docs") / "learning-curves.md"
+PLOT = Path("docs") / "learning_curves.png"
 BINS = ("0-30", "30-60", "60-120", "120-180", "all")
 
 
@@ -93,19 +93,21 @@ def _evaluate(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
     return out
 
 
-def _load() -> dict[str, Any]:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {"points": {}}
+def _load(root: Path) -> dict[str, Any]:
+    path = root / RESULTS
+    return json.loads(path.read_text()) if path.exists() else {"points": {}}
 
 
-def _save(results: dict[str, Any]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+def _save(root: Path, results: dict[str, Any]) -> None:
+    path = root / RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
 
 
 def run_study(args: argparse.Namespace) -> dict[str, Any]:
     from novelview.checkpoint import list_checkpoints
 
-    results = _load()
+    results = _load(args.root)
     results["protocol"] = {
         "data": str(args.data), "size": args.size, "batch_size": args.batch_size, "objects": args.objects,
         "targets_per_object": args.targets, "sampler_steps": args.sample_steps, "guidance": args.guidance,
@@ -123,14 +125,14 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             checkpoint = [c for c in list_checkpoints(run) if int(c.name.split("_")[1]) == steps][0]
             scores = _evaluate(args, checkpoint)
             points.append({"step": steps, "minutes": minutes, "scores": scores})
-            _save(results)
+            _save(args.root, results)
             model = scores["model"]
             print(f"{name:16s} step {steps:6d} {minutes:7.1f} min  PSNR all {model['all']['psnr']:.2f}  "
                   f"60-120 {model['60-120']['psnr']:.2f}  120-180 {model['120-180']['psnr']:.2f}", flush=True)
     return results
 
 
-def write_report(results: dict[str, Any]) -> None:
+def write_report(results: dict[str, Any], root: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +157,8 @@ def write_report(results: dict[str, Any]) -> None:
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=90)
+    (root / PLOT).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(root / PLOT, dpi=90)
     plt.close(fig)
 
     lines = ["| variant | step | minutes | " + " | ".join(f"PSNR/SSIM {b}" for b in BINS) + " |",
@@ -175,10 +178,11 @@ def write_report(results: dict[str, Any]) -> None:
             baselines_done = True
     table = "\n".join(lines)
     marker = "<!-- table -->"
-    text = DOC.read_text() if DOC.exists() else f"# Learning curves\n\n{marker}\n{marker}\n"
+    doc = root / DOC
+    text = doc.read_text() if doc.exists() else f"# Learning curves\n\n{marker}\n{marker}\n"
     head, _, rest = text.partition(marker)
     _, _, tail = rest.partition(marker)
-    DOC.write_text(f"{head}{marker}\n{table}\n{marker}{tail}")
+    doc.write_text(f"{head}{marker}\n{table}\n{marker}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--root", type=Path, default=REPO, help="where benchmarks/results and docs/ are written")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the doc and plot from the JSON")
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -203,9 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         sys.exit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     args.eval_steps = sorted(int(s) for s in args.eval_steps.split(","))
-    results = _load() if args.report_only else run_study(args)
-    write_report(results)
-    print(f"wrote {RESULTS}, {DOC}, {PLOT}")
+    results = _load(args.root) if args.report_only else run_study(args)
+    write_report(results, args.root)
+    print(f"wrote {args.root / RESULTS}, {args.root / DOC}, {args.root / PLOT}")
 
 
 if __name__ == "__main__":

@@ -177,9 +177,19 @@ def _lr_lambda(warmup: int) -> Callable[[int], float]:
 
 
 def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    ema = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
-    )
+    """EMA of the weights with the usual warm-up: the decay used at update ``n`` is min(decay, (1+n)/(10+n)).
+
+    Without warm-up an EMA with decay 0.999 is still mostly the random initialisation after a few hundred steps,
+    which is what short CPU runs and early evaluation points see.
+    """
+
+    @torch.no_grad()
+    def ema_update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
     ema.requires_grad_(False)
     return ema
 
