@@ -226,3 +226,32 @@ def test_export_writes_small_inference_checkpoint_with_ema_weights(dataset: Path
     _assert_same(load_file(str(out / "model.safetensors")), _weights(run, ckpt.EMA_FILE), atol=0)
     model, config = ckpt.load_model(out)
     assert config.training["ema"] is True and config.image_size == 16
+
+
+def test_resume_with_other_objective_settings_is_refused(dataset: Path, tmp_path: Path) -> None:
+    from novelview.diffusion import DiffusionConfig
+
+    run = tmp_path / "r2"
+    train(_cfg(dataset, run, steps=2, checkpoint_every=2))
+    with pytest.raises(ConfigError, match="diffusion"):
+        train(_cfg(dataset, run, steps=4, diffusion=DiffusionConfig(prediction="eps")), resume=True)
+
+
+def test_skipped_last_step_still_writes_the_final_checkpoint(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import novelview.train as train_module
+
+    real_loss = train_module.training_loss
+    calls = {"n": 0}
+
+    def nan_on_last_step(*args, **kwargs):
+        out = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(train_module, "training_loss", nan_on_last_step)
+    result = train(_cfg(dataset, tmp_path / "s", steps=3, checkpoint_every=100))
+    assert result.final_checkpoint.name == "step_0000003" and result.nonfinite_steps == 1

@@ -160,7 +160,8 @@ def read_rgb(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str |
             raise DataError(f"{label}: image is {src.width}x{src.height} pixels, more than {max_pixels} (refused)")
         if src.width == 0 or src.height == 0:
             raise DataError(f"{label}: image has zero size")
-        img = src
+        # Images decoded elsewhere (e.g. the web server's upload check) still carry their EXIF rotation.
+        img = ImageOps.exif_transpose(src)
     elif isinstance(src, Tensor):
         return to_pil(src)
     elif isinstance(src, np.ndarray):

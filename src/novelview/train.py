@@ -195,11 +195,14 @@ def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedM
 
 
 def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Path) -> None:
-    for key in ("model", "image_size", "objective", "batch_size"):
-        if saved.get(key) != getattr(cfg, key):
+    """Refuse to continue a run with settings that change what is being trained (steps, logging may change)."""
+    current = cfg.to_dict()
+    for key in ("model", "model_overrides", "image_size", "objective", "regression_loss", "diffusion", "batch_size",
+                "data", "seed"):
+        if key in saved and saved[key] != current[key]:
             raise ConfigError(
-                f"cannot resume {where}: it was trained with {key}={saved.get(key)!r} but this run asks for "
-                f"{key}={getattr(cfg, key)!r}; use the same setting or a new --out directory"
+                f"cannot resume {where}: it was trained with {key}={saved[key]!r} but this run asks for "
+                f"{key}={current[key]!r}; use the same setting or a new --out directory"
             )
 
 
@@ -261,8 +264,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         scheduler.load_state_dict(state["scheduler"])
         ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         nonfinite_total = int(state.get("nonfinite_total", 0))
     model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)  # AveragedModel deep-copied the model while it was still on the CPU
 
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world:
@@ -273,6 +279,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         batch_sampler=_RankBatches(start_step, cfg.steps, cfg.batch_size, rank, world),
         num_workers=cfg.num_workers,
         persistent_workers=False,
+        # Its own generator: otherwise creating the iterator draws from the global RNG, and a resumed run's
+        # dropout masks would be one draw off from an uninterrupted run's.
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     image_shape = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
 
@@ -295,6 +304,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             "scheduler": scheduler.state_dict(),
             "ema": ema.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "nonfinite_total": nonfinite_total,
         }
         checkpoint_config.training = {**cfg.to_dict(), "step": step}
@@ -332,7 +342,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         loss = losses["loss"]
         # Every process must agree to skip, or DDP would wait forever for the skipping one's gradients.
         finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
-        if finite.item() < world:
+        done = step + 1
+        skipped = finite.item() < world
+        if skipped:
             nonfinite_run += 1
             nonfinite_total += 1
             optimizer.zero_grad(set_to_none=True)
@@ -344,20 +356,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     f"The last good checkpoint is under {run_dir / 'checkpoints'}"
                 )
             scheduler.step()
-            bar.update(1)
-            continue
-        nonfinite_run = 0
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update_parameters(accelerator.unwrap_model(model))
-        done = step + 1
-        last_loss = accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
+        else:
+            nonfinite_run = 0
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.update_parameters(accelerator.unwrap_model(model))
+            last_loss = accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
         bar.update(1)
 
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        if not skipped and (done % cfg.log_every == 0 or done == cfg.steps):
             now = time.perf_counter()
             img_per_s = (done - tick_step) * cfg.batch_size / max(now - tick, 1e-9)
             tick, tick_step = now, done
@@ -374,11 +384,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     "nonfinite_total": nonfinite_total,
                 }
             )
-        if val_dataset is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+        if not skipped and val_dataset is not None and (done % cfg.val_every == 0 or done == cfg.steps):
             val = _validation_loss(ema.module, val_dataset, cfg, accelerator)
             if val is not None:
                 logger.log({"step": done, "val_loss": val})
-        if accelerator.is_main_process and cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+        sample_due = cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps)
+        if not skipped and accelerator.is_main_process and sample_due:
             _write_sample_grid(ema.module, val_dataset or dataset, cfg, run_dir / "samples" / f"step_{done:07d}.png")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             accelerator.wait_for_everyone()

@@ -172,13 +172,14 @@ def image_header_size(path: Path) -> tuple[int, int]:
 def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
     """Camera distance to the origin, horizontal field of view and elevation over all views of ``scenes``.
 
-    Keys: ``radius`` (mean), ``radius_min``, ``radius_max``, ``fov_deg`` (mean horizontal FOV),
+    Keys: ``radius`` (mean), ``radius_min``, ``radius_max``, ``fov_deg`` (mean FOV across the centre-cropped
+    square the models are trained on, i.e. over ``min(H, W)`` pixels),
     ``elevation_mean``, ``elevation_min``, ``elevation_max`` (degrees, world +z up), ``views``.
     """
     if not scenes:
         return {}
     poses = torch.cat([s.poses for s in scenes]).double()
-    fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), s.image_size[1]) for s in scenes])
+    fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), min(s.image_size)) for s in scenes])
     _, elevation, radius = cameras.pose_to_spherical(poses)
 
     def f(x: Tensor) -> float:
