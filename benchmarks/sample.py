@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -37,22 +36,11 @@ from novelview.checkpoint import CheckpointConfig
 from novelview.diffusion import DiffusionConfig
 from novelview.pipeline import Pipeline
 
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 RESULTS = Path(__file__).resolve().parent / "results" / "sample.json"
 TARGET_VIEW_S = 1.5
 TARGET_ORBIT_S = 60.0
-
-
-def machine() -> dict[str, Any]:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in load],
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def random_pipeline(preset: str, size: int, device: str, autocast: bool, compile: bool) -> Pipeline:
