@@ -17,7 +17,8 @@ import json
 import tempfile
 from pathlib import Path
 
-import torch
+
+from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def main() -> None:
                     rows.append({"preset": preset, "size": size, "precision": precision, "img_per_s": ips})
                     print(f"{preset:12s} {size:4d}px {precision:5s} {ips:8.1f} img/s", flush=True)
     result = {
-        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": machine(),
         "batch_size": args.batch_size,
         "steps": args.steps,
         "rows": rows,
