@@ -54,6 +54,10 @@ VARIANTS: dict[str, Variant] = {
                 diffusion={"schedule_shift": 1.386}),
         Variant("xunet-lr1e-3", "X-UNet, learning rate 1e-3", {"lr": 1e-3}),
         Variant("dit", "DiT tiny with cross-attention, v-prediction", {"model": "dit-tiny"}),
+        Variant("xunet-selfcond", "X-UNet with self-conditioning on the previous x0 estimate",
+                diffusion={"self_condition": True}),
+        Variant("dit-selfcond", "DiT tiny with self-conditioning", {"model": "dit-tiny"},
+                diffusion={"self_condition": True}),
     ]
 }
 

@@ -25,8 +25,8 @@ LARGE = [name for name in list_presets() if name not in TINY]
 VARIANTS = [
     ("xunet-tiny", {}),
     ("dit-tiny", {}),
-    ("xunet-tiny", {"pose_mode": "plucker", "cond_concat": True}),
-    ("dit-tiny", {"pose_mode": "plucker", "cond_concat": True}),
+    ("xunet-tiny", {"pose_mode": "plucker", "cond_concat": True, "self_condition": True}),
+    ("dit-tiny", {"pose_mode": "plucker", "cond_concat": True, "self_condition": True}),
 ]
 
 
@@ -118,6 +118,24 @@ def test_state_dict_has_no_aliases_and_reloads(name):
     fresh.load_state_dict(state, strict=True)
 
 
+def test_pointwise_conv_equals_conv2d_forward_and_backward():
+    from novelview.models.layers import PointwiseConv
+
+    torch.manual_seed(0)
+    for bias in (True, False):
+        fast = PointwiseConv(5, 7, bias=bias)
+        ref = torch.nn.Conv2d(5, 7, 1, bias=bias)
+        ref.load_state_dict(fast.state_dict())  # same parameters: checkpoints do not care which one ran
+        x = torch.randn(3, 5, 6, 4).to(memory_format=torch.channels_last).requires_grad_(True)
+        out_fast, out_ref = fast(x), ref(x)
+        torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-6)
+        g = torch.randn_like(out_ref)
+        grads_fast = torch.autograd.grad(out_fast, [x, *fast.parameters()], g)
+        grads_ref = torch.autograd.grad(out_ref, [x, *ref.parameters()], g)
+        for a, b in zip(grads_fast, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_dit_position_table_is_a_buffer():
     model = build_model("dit-tiny", 32)
     assert "pos_embed" in dict(model.named_buffers())
@@ -163,6 +181,23 @@ def test_drop_cond_removes_image_and_pose(live_model):
     # None means "keep everything", same as an all-False mask
     keep_all = _run(live_model, z_t, logsnr, kwargs, drop_cond=torch.zeros(3, dtype=torch.bool))
     torch.testing.assert_close(_run(live_model, z_t, logsnr, kwargs), keep_all)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_self_condition_estimate_is_read(name):
+    torch.manual_seed(0)
+    model = _perturb(build_model(name, 32, self_condition=True))
+    z_t, logsnr, kwargs = _inputs(model)
+    estimate = torch.rand(z_t.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    none = _run(model, z_t, logsnr, kwargs)
+    torch.testing.assert_close(none, _run(model, z_t, logsnr, kwargs, x_self=torch.zeros_like(z_t)))  # None = zeros
+    out = _run(model, z_t, logsnr, kwargs, x_self=estimate)
+    assert (out - none).abs().amax(dim=(1, 2, 3)).min() > 1e-5
+    with pytest.raises(ValueError, match="x_self must have the shape"):
+        _run(model, z_t, logsnr, kwargs, x_self=estimate[:, :, :16])
+    plain = build_model(name, 32)
+    with pytest.raises(ValueError, match="without self_condition"):
+        _run(plain, z_t, logsnr, kwargs, x_self=estimate)
 
 
 def test_no_leakage_between_samples(live_model):

@@ -130,6 +130,9 @@ def train(
     min_snr_gamma: Optional[float] = typer.Option(None, "--min-snr-gamma", help="Min-SNR-gamma loss weighting."),
     schedule_shift: float = typer.Option(0.0, "--schedule-shift", help="Added to the cosine logSNR."),
     learn_variance: bool = typer.Option(False, "--learn-variance", help="Learned variance + hybrid MSE/KL loss."),
+    self_condition: bool = typer.Option(
+        False, "--self-condition/--no-self-condition", help="Self-conditioning on the previous x0 estimate."
+    ),
     cond_drop: float = typer.Option(0.1, "--cond-drop", help="Condition dropout for classifier-free guidance."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
@@ -162,6 +165,7 @@ def train(
             min_snr_gamma=min_snr_gamma,
             schedule_shift=schedule_shift,
             learn_variance=learn_variance,
+            self_condition=self_condition,
             cond_drop_prob=cond_drop,
         )
     except ValueError as err:

@@ -36,6 +36,11 @@ class DiffusionConfig:
     # Guided-diffusion's learned variance: the model returns 2x channels and the loss adds a KL term.
     learn_variance: bool = False
     vb_weight: float = 1.0
+    # Self-conditioning (Chen et al. 2022, "Analog Bits"): on half of the training samples the model first
+    # predicts x0 without gradient and then reads that estimate as an extra input; samplers feed it the
+    # previous step's estimate. The first estimate, at pure noise, is the regression of the target from the
+    # condition: a target-aligned picture the later steps refine (the network needs self_condition too).
+    self_condition: bool = False
     # Probability of dropping the condition (view and pose together) for classifier-free guidance.
     cond_drop_prob: float = 0.1
     # Discrete grid used by the samplers (diffusers schedulers) and by the learned-variance KL term.
@@ -235,14 +240,17 @@ class NoiseDraw:
     index: Tensor | None
     noise: Tensor
     drop_cond: Tensor
+    self_cond: Tensor  # [B] bool: which samples get a self-conditioning estimate (unused unless enabled)
 
     def __getitem__(self, items: slice) -> "NoiseDraw":
         index = None if self.index is None else self.index[items]
-        return NoiseDraw(self.logsnr[items], index, self.noise[items], self.drop_cond[items])
+        return NoiseDraw(self.logsnr[items], index, self.noise[items], self.drop_cond[items], self.self_cond[items])
 
     def to(self, device: torch.device | str) -> "NoiseDraw":
         index = None if self.index is None else self.index.to(device)
-        return NoiseDraw(self.logsnr.to(device), index, self.noise.to(device), self.drop_cond.to(device))
+        return NoiseDraw(
+            self.logsnr.to(device), index, self.noise.to(device), self.drop_cond.to(device), self.self_cond.to(device)
+        )
 
 
 def draw_noise(
@@ -252,7 +260,8 @@ def draw_noise(
     logsnr, index = sample_noise_levels(shape[0], cfg, generator)
     noise = torch.randn(shape, generator=generator)
     drop_cond = torch.rand(shape[0], generator=generator) < cfg.cond_drop_prob
-    return NoiseDraw(logsnr, index, noise, drop_cond)
+    self_cond = torch.rand(shape[0], generator=generator) < 0.5  # drawn last: earlier draws stay as they were
+    return NoiseDraw(logsnr, index, noise, drop_cond, self_cond)
 
 
 def training_loss(
@@ -274,8 +283,11 @@ def training_loss(
     draw = draw.to(device)
     logsnr, noise = draw.logsnr, draw.noise.to(x0.dtype)
     z_t = add_noise(x0, noise, logsnr)
-    out = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond)
     channels = x0.shape[1]
+    extra = {}
+    if cfg.self_condition:
+        extra["x_self"] = _self_condition_estimate(model, z_t, logsnr, batch, draw, cfg)
+    out = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond, **extra)
     pred = out[:, :channels].float()
     target = prediction_target(x0, noise, logsnr, cfg.prediction)
     per_sample = ((pred - target) ** 2).mean(dim=tuple(range(1, pred.ndim)))
@@ -287,6 +299,25 @@ def training_loss(
         x0_pred, _ = to_x0_eps(pred, z_t, logsnr, cfg.prediction)
         vb = variational_bound_term(x0, z_t, x0_pred, out[:, channels:].float(), draw.index, cfg).mean()
     return {"loss": mse + cfg.vb_weight * vb, "mse": mse.detach(), "vb": vb.detach()}
+
+
+def _self_condition_estimate(
+    model: Callable[..., Tensor], z_t: Tensor, logsnr: Tensor, batch: dict[str, Tensor], draw: NoiseDraw,
+    cfg: DiffusionConfig,
+) -> Tensor:
+    """x0 estimates (no gradient) for the samples ``draw.self_cond`` picks; zeros for the others."""
+    estimate = torch.zeros_like(z_t)
+    chosen = draw.self_cond.nonzero().flatten()
+    if len(chosen) == 0:
+        return estimate
+    # The bare module, not a DDP wrapper: a gradient-free pass must not join DDP's collectives, which the
+    # other processes (with their own number of chosen samples) would not.
+    net = getattr(model, "module", model)
+    cond = {k: v[chosen] for k, v in conditioning(batch).items()}
+    with torch.no_grad():
+        out = net(z_t[chosen], logsnr[chosen], **cond, drop_cond=draw.drop_cond[chosen], x_self=estimate[chosen])
+        x0, _ = to_x0_eps(out[:, : z_t.shape[1]].float(), z_t[chosen].float(), logsnr[chosen], cfg.prediction)
+    return estimate.index_copy(0, chosen, x0.clamp(-1, 1).to(estimate.dtype))
 
 
 def regression_loss(model: Callable[..., Tensor], batch: dict[str, Tensor], kind: str = "l2") -> dict[str, Tensor]:

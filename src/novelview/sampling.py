@@ -61,6 +61,7 @@ from novelview.diffusion import (
     betas_from_alphas_cumprod,
     discrete_alphas_cumprod,
     logsnr_from_alphas_cumprod,
+    to_x0_eps,
 )
 from novelview.errors import ConfigError
 
@@ -281,16 +282,20 @@ def guided_forward(
     target_pose: Tensor,
     target_K: Tensor,
     guidance: float,
+    x_self: Tensor | None = None,
 ) -> Tensor:
     """One classifier-free-guided prediction: ``uncond + w * (cond - uncond)``, cond and uncond in ONE forward.
 
     ``w = 1`` is the plain conditional model and ``w = 0`` the unconditional one; each then needs only its own
     half of the batch, so those run a single-branch forward (which also makes them exactly equal to the branch).
     With a learned-variance head only the prediction channels are guided; the variance comes from the
-    conditional branch (as GLIDE).
+    conditional branch (as GLIDE). ``x_self``: the previous x0 estimate of a self-conditioned model, the
+    same for both branches.
     """
     b = z_t.shape[0]
     kw = dict(cond_image=cond_image, cond_pose=cond_pose, target_pose=target_pose, cond_K=cond_K, target_K=target_K)
+    if x_self is not None:
+        kw["x_self"] = x_self
     if guidance == 1.0:
         return model(z_t, logsnr, **kw, drop_cond=torch.zeros(b, dtype=torch.bool, device=z_t.device)).float()
     if guidance == 0.0:
@@ -304,23 +309,52 @@ def guided_forward(
     return torch.cat([guided, cond[:, c:]], dim=1) if out.shape[1] > c else guided
 
 
+EstimatingDenoiser = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+"""``denoise(z_t, logsnr, x_self)``: a denoiser that may read the previous x0 estimate."""
+
+
+def self_conditioned(denoise: EstimatingDenoiser, cfg: DiffusionConfig | None) -> Denoiser:
+    """A :data:`Denoiser` that hands ``denoise`` the x0 estimate of its previous call (self-conditioning).
+
+    Stateful by design: one per sampling run. The first call gets zeros (as in training); later calls the
+    clamped x0 implied by the previous (guided) prediction. Without ``cfg.self_condition`` it passes None.
+    """
+    if cfg is None or not cfg.self_condition:
+        return lambda z_t, logsnr: denoise(z_t, logsnr, None)
+    estimate: Tensor | None = None
+
+    def wrapped(z_t: Tensor, logsnr: Tensor) -> Tensor:
+        nonlocal estimate
+        out = denoise(z_t, logsnr, torch.zeros_like(z_t) if estimate is None else estimate)
+        estimate = to_x0_eps(out[:, : z_t.shape[1]], z_t, logsnr, cfg.prediction)[0].clamp(-1, 1)
+        return out
+
+    return wrapped
+
+
 def conditional_denoiser(
-    model: Callable[..., Tensor], source: View, target_pose: Tensor, target_K: Tensor, guidance: float = 1.0
+    model: Callable[..., Tensor],
+    source: View,
+    target_pose: Tensor,
+    target_K: Tensor,
+    guidance: float = 1.0,
+    cfg: DiffusionConfig | None = None,
 ) -> Denoiser:
     """Denoiser for a batch of targets ``target_pose [B,4,4]``, all conditioned on the one ``source`` view
-    (or, when ``source`` holds batched tensors ``[B,3,H,W]`` / ``[B,4,4]`` / ``[B,3,3]``, each on its own)."""
+    (or, when ``source`` holds batched tensors ``[B,3,H,W]`` / ``[B,4,4]`` / ``[B,3,3]``, each on its own).
+    ``cfg`` tells whether the model is self-conditioned."""
     b = target_pose.shape[0]
     cond_image = source.image.expand(b, *source.image.shape[-3:])
     cond_pose = source.pose.expand(b, 4, 4)
     cond_K = source.K.expand(b, 3, 3)
 
-    def denoise(z_t: Tensor, logsnr: Tensor) -> Tensor:
+    def denoise(z_t: Tensor, logsnr: Tensor, x_self: Tensor | None) -> Tensor:
         return guided_forward(
             model, z_t, logsnr, cond_image=cond_image, cond_pose=cond_pose, cond_K=cond_K,
-            target_pose=target_pose, target_K=target_K, guidance=guidance,
+            target_pose=target_pose, target_K=target_K, guidance=guidance, x_self=x_self,
         )
 
-    return denoise
+    return self_conditioned(denoise, cfg)
 
 
 def stochastic_denoiser(
@@ -331,24 +365,26 @@ def stochastic_denoiser(
     guidance: float = 1.0,
     generator: torch.Generator | None = None,
     on_choice: Callable[[int], None] | None = None,
+    cfg: DiffusionConfig | None = None,
 ) -> Denoiser:
     """Stochastic conditioning (3DiM, Watson et al. 2022, sec. 3.2) for ONE target ``[1,4,4]``.
 
     Every call (= every denoising step) conditions on a view drawn uniformly from ``pool``. ``pool`` is read at
-    call time, so the caller may grow it between targets. ``on_choice(index)`` observes the draws.
+    call time, so the caller may grow it between targets. ``on_choice(index)`` observes the draws. A
+    self-conditioned model's estimate carries over from step to step whichever view conditions it.
     """
 
-    def denoise(z_t: Tensor, logsnr: Tensor) -> Tensor:
+    def denoise(z_t: Tensor, logsnr: Tensor, x_self: Tensor | None) -> Tensor:
         k = int(torch.randint(len(pool), (1,), generator=generator))
         if on_choice is not None:
             on_choice(k)
         view = pool[k]
         return guided_forward(
             model, z_t, logsnr, cond_image=view.image[None], cond_pose=view.pose[None], cond_K=view.K[None],
-            target_pose=target_pose, target_K=target_K, guidance=guidance,
+            target_pose=target_pose, target_K=target_K, guidance=guidance, x_self=x_self,
         )
 
-    return denoise
+    return self_conditioned(denoise, cfg)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -410,7 +446,7 @@ def generate_views(
         for j in range(n):
             choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
             denoise = stochastic_denoiser(
-                model, pool, target_poses[j : j + 1], target_K[j : j + 1], guidance, generator, choice
+                model, pool, target_poses[j : j + 1], target_K[j : j + 1], guidance, generator, choice, cfg
             )
             x = sample(
                 denoise, (1, *shape_1), cfg, sampler, steps, generator=generator, device=device, spacing=spacing,
@@ -426,7 +462,7 @@ def generate_views(
         for c, start in enumerate(chunks):
             stop = min(start + batch_size, n)
             denoise = conditional_denoiser(
-                model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], guidance
+                model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], guidance, cfg
             )
             x = sample(
                 denoise, (stop - start, *shape_1), cfg, sampler, steps, generator=generator, device=device,
@@ -491,6 +527,7 @@ __all__ = [
     "regress_views",
     "sample",
     "scheduler_logsnr",
+    "self_conditioned",
     "stochastic_denoiser",
     "timestep_indices",
 ]

@@ -226,6 +226,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     overrides = dict(cfg.model_overrides)
     if cfg.diffusion.learn_variance and cfg.objective == "diffusion":
         overrides["learn_variance"] = True
+    if cfg.diffusion.self_condition and cfg.objective == "diffusion":
+        overrides["self_condition"] = True
     radius = dataset.camera_stats().get("radius")
     if "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
         # Ray origins in units of the dataset's camera distance: the same model fits SRN, Blender or our data.

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from novelview import cameras
 from novelview.errors import ConfigError
-from novelview.models.layers import sinusoidal_embedding
+from novelview.models.layers import PointwiseConv, sinusoidal_embedding
 
 #: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
@@ -49,6 +49,8 @@ class BackboneConfig:
     image_size: int = 64
     learn_variance: bool = False  # 6 output channels: prediction, then variance interpolation v in [-1, 1]
     cond_concat: bool = False  # also concatenate the condition view onto the target's input channels
+    # Self-conditioning (Chen et al. 2022): the target also reads the previous x0 estimate (3 more channels).
+    self_condition: bool = False
     pose_mode: str = "rays"  # "rays" (origin + direction) or "plucker"
     pos_freqs: int = 15  # Fourier octaves of ray origins / Plücker moments (3DiM: 15)
     dir_freqs: int = 8  # Fourier octaves of ray directions (3DiM: 8)
@@ -61,7 +63,7 @@ class BackboneConfig:
 
     @property
     def in_channels(self) -> int:
-        return 6 if self.cond_concat else 3
+        return 3 * (1 + int(self.cond_concat) + int(self.self_condition))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -221,7 +223,10 @@ class PoseProjection(nn.Module):
 
     def __init__(self, embed: PoseEmbedding, dim: int, patch: int = 1) -> None:
         super().__init__()
-        self.pixel = nn.Conv2d(embed.pixel_channels, dim, patch, stride=patch)
+        self.pixel = (
+            PointwiseConv(embed.pixel_channels, dim) if patch == 1
+            else nn.Conv2d(embed.pixel_channels, dim, patch, stride=patch)
+        )
         self.camera = nn.Linear(embed.camera_channels, dim, bias=False) if embed.camera_channels else None
 
     def forward(self, features: RayFeatures) -> Tensor:
@@ -239,6 +244,19 @@ def drop_mask(drop_cond: Tensor | None, batch: int, device: torch.device) -> Ten
     if drop.shape != (batch,):
         raise ValueError(f"drop_cond must have shape [{batch}], got {tuple(drop.shape)}")
     return drop.bool()
+
+
+def self_condition_input(config: BackboneConfig, x_self: Tensor | None, z_t: Tensor) -> Tensor | None:
+    """The x0 estimate a self-conditioned model reads (zeros when there is none yet); None for other models."""
+    if not config.self_condition:
+        if x_self is not None:
+            raise ValueError("x_self was given but this model was built without self_condition")
+        return None
+    if x_self is None:
+        return torch.zeros_like(z_t)
+    if x_self.shape != z_t.shape:
+        raise ValueError(f"x_self must have the shape of z_t {list(z_t.shape)}, got {list(x_self.shape)}")
+    return x_self.to(z_t.dtype)
 
 
 def check_inputs(
@@ -278,6 +296,7 @@ __all__ = [
     "drop_mask",
     "fourier_features",
     "logsnr_to_unit",
+    "self_condition_input",
     "PoseProjection",
     "RayFeatures",
 ]

@@ -32,6 +32,7 @@ from novelview.models.conditioning import (
     PoseProjection,
     check_inputs,
     drop_mask,
+    self_condition_input,
 )
 from novelview.models.layers import Attention, Mlp, modulate, to_tokens, zero_init
 
@@ -169,6 +170,7 @@ class DiT(nn.Module):
         cond_K: Tensor,
         target_K: Tensor,
         drop_cond: Tensor | None = None,
+        x_self: Tensor | None = None,
     ) -> Tensor:
         c = self.config
         check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, c.patch_size)
@@ -183,7 +185,10 @@ class DiT(nn.Module):
         rays = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), [(height, width)], drop)[0]
         pose = to_tokens(self.pose_proj(rays)).unflatten(0, (b, 2))
 
-        target_in = torch.cat([z_t, cond_image], dim=1) if c.cond_concat else z_t
+        estimate = self_condition_input(c, x_self, z_t)
+        target_in = torch.cat(
+            [z_t, *([cond_image] if c.cond_concat else []), *([estimate] if estimate is not None else [])], dim=1
+        )
         x = to_tokens(self.target_patch(target_in)) + self.pos_embed + pose[:, 1]
         y = to_tokens(self.cond_patch(cond_image)) + self.pos_embed + pose[:, 0]
         for block in self.cond_blocks:

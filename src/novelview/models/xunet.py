@@ -31,8 +31,9 @@ from novelview.models.conditioning import (
     PoseProjection,
     check_inputs,
     drop_mask,
+    self_condition_input,
 )
-from novelview.models.layers import Attention, from_tokens, group_norm, to_tokens, zero_init
+from novelview.models.layers import Attention, PointwiseConv, from_tokens, group_norm, to_tokens, zero_init
 
 # Residual sums are rescaled by 1/sqrt(2) (3DiM / NCSN++ "skip_rescale") so activations keep their scale
 # through the deep stack instead of growing with every block.
@@ -72,7 +73,7 @@ class FiLM(nn.Module):
 
     def __init__(self, emb_ch: int, features: int) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(emb_ch, 2 * features, 1)
+        self.proj = PointwiseConv(emb_ch, 2 * features)
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.proj(emb).chunk(2, dim=1)
@@ -101,7 +102,7 @@ class ResBlock(nn.Module):
         self.film = FiLM(emb_ch, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip: nn.Module = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip: nn.Module = PointwiseConv(in_ch, out_ch) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = F.silu(self.norm1(x))
@@ -214,6 +215,7 @@ class XUNet(nn.Module):
         cond_K: Tensor,
         target_K: Tensor,
         drop_cond: Tensor | None = None,
+        x_self: Tensor | None = None,
     ) -> Tensor:
         c = self.config
         levels = len(c.ch_mult)
@@ -231,8 +233,13 @@ class XUNet(nn.Module):
         embs = [F.silu(noise + proj(p)) for proj, p in zip(self.pose_proj, pose)]
 
         frames = torch.stack([cond_image, z_t], dim=1)  # [B, 2, 3, H, W]
+        parts = [frames]
         if c.cond_concat:  # each frame also sees the other one, pixel-aligned
-            frames = torch.cat([frames, frames.flip(1)], dim=2)
+            parts.append(frames.flip(1))
+        estimate = self_condition_input(c, x_self, z_t)
+        if estimate is not None:  # the clean condition frame's estimate of itself is itself
+            parts.append(torch.stack([cond_image, estimate], dim=1))
+        frames = torch.cat(parts, dim=2)
         h = self.conv_in(frames.flatten(0, 1))
 
         hs = [h]
