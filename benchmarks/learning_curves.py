@@ -58,6 +58,8 @@ VARIANTS: dict[str, Variant] = {
                 diffusion={"self_condition": True}),
         Variant("dit-selfcond", "DiT tiny with self-conditioning", {"model": "dit-tiny"},
                 diffusion={"self_condition": True}),
+        Variant("dit-regression", "the same DiT trained as a deterministic L2 regressor",
+                {"model": "dit-tiny", "objective": "regression"}),
     ]
 }
 

@@ -457,3 +457,21 @@ def test_cli_user_errors_have_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "not empty" in proc.stderr and str(tmp_path / "out") in proc.stderr
+
+
+def test_dataset_views_ignore_exif_orientation(synth_copy: Path) -> None:
+    """Calibration (COLMAP, renderers) describes the pixels as stored, so dataset views are read as stored:
+    an EXIF 'rotate 90' tag must neither rotate the view nor change its intrinsics."""
+    path = synth_copy / "obj_00001" / "rgb" / "000002.png"
+    before_img, before_k = load_view(open_dataset(synth_copy)[1], 2, 16)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    with Image.open(path) as img:
+        img.load()
+        img.save(path, exif=exif)
+    with Image.open(path) as img:
+        assert img.getexif().get(0x0112) == 6  # the tag really is there
+    scene = open_dataset(synth_copy)[1]
+    after_img, after_k = load_view(scene, 2, 16)
+    assert torch.equal(after_img, before_img)
+    assert torch.equal(after_k, before_k)

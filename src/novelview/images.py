@@ -9,7 +9,10 @@ data loading, the pipeline, the server and evaluation see exactly the same pixel
   :func:`square_box` gives the geometry so callers can adjust intrinsics identically;
 * resizing uses area filtering (``Image.BOX``) when shrinking, so thin structures do not alias, and bicubic when
   enlarging;
-* the result is a float32 tensor ``[3, S, S]`` in ``[-1, 1]``.
+* the result is a float32 tensor ``[3, S, S]`` in ``[-1, 1]``;
+* EXIF orientation is applied to pictures users hand in (phone photos are stored sideways), but **not** to
+  dataset views (``exif_transpose=False``): calibration tools such as COLMAP deliberately ignore the tag, so a
+  dataset's intrinsics and poses describe the pixels as stored.
 
 Unreadable input raises :class:`~novelview.errors.DataError` naming the file. Images are fully decoded
 (``.load()``) so truncated files fail here rather than later inside a training step, and images with more than
@@ -53,8 +56,16 @@ def _describe(src: object) -> str:
     return f"<{type(src).__name__}>"
 
 
-def open_image(src: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
-    """Open and fully decode an image file (or its bytes); errors name the file."""
+def open_image(
+    src: str | os.PathLike | bytes,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    exif_transpose: bool = True,
+) -> Image.Image:
+    """Open and fully decode an image file (or its bytes); errors name the file.
+
+    ``exif_transpose``: apply the EXIF orientation tag (see the module docstring for when not to).
+    """
     label = name or _describe(src)
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
@@ -80,8 +91,8 @@ def open_image(src: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_PIX
         if w == 0 or h == 0:
             raise DataError(f"{label}: image has zero size ({w}x{h})")
         img.load()  # decode everything now: truncated data fails here, not in a training step
-        # Phone photos store their rotation in EXIF; without this they would reach the model sideways.
-        img = ImageOps.exif_transpose(img)
+        if exif_transpose:  # phone photos store their rotation in EXIF; otherwise they reach the model sideways
+            img = ImageOps.exif_transpose(img)
     except DataError:
         raise
     except Image.DecompressionBombError as err:
@@ -148,7 +159,9 @@ def _array_to_pil(arr: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr8))  # uint8 HxW / HxWx3 / HxWx4 -> L / RGB / RGBA
 
 
-def read_rgb(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
+def read_rgb(
+    src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None, exif_transpose: bool = True
+) -> Image.Image:
     """Any supported source -> decoded 8-bit RGB PIL image (alpha composited on white).
 
     ``src`` may be a path, encoded bytes, a PIL image, a numpy array (uint8, uint16, or float in [0, 1]; HWC or
@@ -161,13 +174,13 @@ def read_rgb(src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str |
         if src.width == 0 or src.height == 0:
             raise DataError(f"{label}: image has zero size")
         # Images decoded elsewhere (e.g. the web server's upload check) still carry their EXIF rotation.
-        img = ImageOps.exif_transpose(src)
+        img = ImageOps.exif_transpose(src) if exif_transpose else src
     elif isinstance(src, Tensor):
         return to_pil(src)
     elif isinstance(src, np.ndarray):
         img = _array_to_pil(src, label)
     elif isinstance(src, (str, os.PathLike, bytes)):
-        img = open_image(src, max_pixels=max_pixels, name=name)
+        img = open_image(src, max_pixels=max_pixels, name=name, exif_transpose=exif_transpose)
     else:
         raise DataError(f"{label}: cannot read an image from a {type(src).__name__}")
     try:
@@ -277,6 +290,7 @@ def load_mask(
     crop: Crop = "center",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
+    exif_transpose: bool = True,
 ) -> Tensor:
     """A foreground mask as float32 ``[1, S, S]`` in [0, 1]; the alpha channel if the image has one, else its
     luminance. Cropping/resizing follow :func:`load_image` (padding counts as background)."""
@@ -286,7 +300,7 @@ def load_mask(
     elif isinstance(src, Image.Image):
         img = src
     else:
-        img = open_image(src, max_pixels=max_pixels, name=name)  # type: ignore[arg-type]
+        img = open_image(src, max_pixels=max_pixels, name=name, exif_transpose=exif_transpose)  # type: ignore[arg-type]
     if "A" in img.mode or "transparency" in img.info:
         img = img.convert("RGBA").getchannel("A")
     elif img.mode != "L":

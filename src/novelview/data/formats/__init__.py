@@ -109,7 +109,7 @@ def load_view_uint8(scene: Scene, i: int, size: int | None, crop: Crop = "center
     if not 0 <= i < scene.num_views:
         raise IndexError(f"scene {scene.name} has {scene.num_views} views, asked for view {i}")
     path = scene.image_paths[i]
-    img = read_rgb(path, name=str(path))
+    img = read_rgb(path, name=str(path), exif_transpose=False)  # calibration describes the stored pixels
     k = view_intrinsics(scene, i, (img.height, img.width), size, crop)
     img = square(img, crop)
     if size is not None:
@@ -128,7 +128,7 @@ def load_view_mask(scene: Scene, i: int, size: int | None, crop: Crop = "center"
     """Foreground mask ``[1, S, S]`` in [0, 1] of view ``i`` (None when the dataset has none)."""
     if scene.mask_paths is None:
         return None
-    return load_mask(scene.mask_paths[i], size, crop)
+    return load_mask(scene.mask_paths[i], size, crop, exif_transpose=False)
 
 
 def check_images(collection: SceneCollection, problems: Problems) -> int:
@@ -145,7 +145,7 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
         for path in list(scene.image_paths) + [p for p in extra if p not in images]:
             checked += 1
             try:
-                img = open_image(path)
+                img = open_image(path, exif_transpose=False)
                 if path in images and abs(img.width * h0 - img.height * w0) > max(h0, w0):
                     raise DataError(f"{path}: image is {img.width}x{img.height} but the scene's intrinsics are for "
                                     f"{w0}x{h0} (different aspect ratio)")

@@ -292,9 +292,9 @@ def write_blender(scenes: list[Scene], out: str | Path, split: str = "train") ->
     for scene in scenes:
         writer = BlenderSceneWriter(out / scene.name, split=split, depth_scale=scene.depth_scale)
         for i, path in enumerate(scene.image_paths):
-            rgb = np.asarray(read_rgb(path, name=str(path)))
+            rgb = np.asarray(read_rgb(path, name=str(path), exif_transpose=False))
             if scene.mask_paths is not None:
-                alpha = (load_mask(scene.mask_paths[i])[0].numpy() * 255.0 + 0.5).astype(np.uint8)
+                alpha = (load_mask(scene.mask_paths[i], exif_transpose=False)[0].numpy() * 255.0 + 0.5).astype(np.uint8)
                 rgb = np.concatenate([rgb, alpha[..., None]], axis=-1)
             depth = None
             if scene.depth_paths is not None:

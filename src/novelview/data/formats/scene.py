@@ -151,7 +151,10 @@ def read_pose_file(path: Path) -> Tensor:
 
 
 def image_header_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the image header without decoding the pixels (cheap; full decoding happens on load)."""
+    """(H, W) of the stored pixels from the image header, without decoding them (full decoding happens on load).
+
+    Stored, not EXIF-rotated: dataset views are read as stored (see :mod:`novelview.images`).
+    """
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:

@@ -255,7 +255,7 @@ def read_depth(path: Path, scale: float = DEPTH_SCALE) -> Tensor:
     """A depth PNG -> float32 ``[H, W]`` in scene units (0 = background)."""
     from novelview.images import open_image
 
-    img = open_image(path)
+    img = open_image(path, exif_transpose=False)
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / float(scale))
 
 
