@@ -227,3 +227,13 @@ def test_missing_default_checkpoint(image, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("NOVELVIEW_CHECKPOINT", str(tmp_path / "no-default"))
     code = run("sample", "--image", image, "--out", tmp_path / "o.png", "--azimuth", "10")
     assert_user_error(capsys, code, "--checkpoint", "train")
+
+
+def test_checkpoint_with_inconsistent_channels(ckpt, image, tmp_path, capsys):
+    """config.json saying 'self-conditioned' for a network without the extra input is refused up front."""
+    odd = _copy_checkpoint(ckpt, tmp_path / "odd")
+    cfg = json.loads((odd / "config.json").read_text())
+    cfg["diffusion"]["self_condition"] = True
+    (odd / "config.json").write_text(json.dumps(cfg))
+    code = run("sample", "--checkpoint", odd, "--image", image, "--out", tmp_path / "o.png", "--azimuth", "10")
+    assert_user_error(capsys, code, "self_condition", "inconsistent")

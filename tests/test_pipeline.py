@@ -190,7 +190,7 @@ def test_regression_checkpoint_is_one_step(tmp_path, picture):
     assert len(frames) == 4
 
 
-def test_learned_variance_and_dit_checkpoints(tmp_path, picture):
+def test_learned_variance_dit_and_self_conditioned_checkpoints(tmp_path, picture):
     lv = Pipeline.from_checkpoint(
         make_checkpoint(tmp_path / "lv", diffusion=DiffusionConfig(learn_variance=True), learn_variance=True)
     )
@@ -199,6 +199,14 @@ def test_learned_variance_and_dit_checkpoints(tmp_path, picture):
         assert view.size == (SIZE, SIZE)
     dit = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "dit", preset="dit-tiny"))
     assert len(dit.orbit(picture, n_views=3, steps=2)) == 3
+    # self-conditioned (the shipped recipe): plain and stochastic-conditioning sampling both feed the estimate
+    sc = Pipeline.from_checkpoint(
+        make_checkpoint(tmp_path / "sc", preset="dit-tiny", diffusion=DiffusionConfig(self_condition=True),
+                        self_condition=True)
+    )
+    assert len(sc.orbit(picture, n_views=3, steps=2)) == 3
+    (view,) = sc.synthesize(picture, azimuth=45, steps=2)
+    assert view.size == (SIZE, SIZE)
 
 
 def test_guidance_default_depends_on_condition_dropout(tmp_path):

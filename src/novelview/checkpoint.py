@@ -73,10 +73,19 @@ class CheckpointConfig:
             diffusion = DiffusionConfig.from_dict(data.get("diffusion", {}))
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: bad diffusion settings: {err}") from None
+        objective = data.get("objective", "diffusion")
+        if objective == "diffusion":
+            # The network's extra input/output channels must match what the samplers will feed and read.
+            for flag in ("self_condition", "learn_variance"):
+                if bool(data["model"].get(flag, False)) != getattr(diffusion, flag):
+                    raise CheckpointError(
+                        f"{source}: model.{flag} is {bool(data['model'].get(flag, False))} but diffusion.{flag} "
+                        f"is {getattr(diffusion, flag)}; the checkpoint is inconsistent"
+                    )
         return cls(
             model=dict(data["model"]),
             diffusion=diffusion,
-            objective=data.get("objective", "diffusion"),
+            objective=objective,
             data=dict(data.get("data", {})),
             training=dict(data.get("training", {})),
             format_version=version,
