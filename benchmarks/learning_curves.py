@@ -53,12 +53,20 @@ VARIANTS: dict[str, Variant] = {
         Variant("xunet-shift", "X-UNet, cosine schedule shifted +1.4 (less noise, Hoogeboom 2023 for 32 px)",
                 diffusion={"schedule_shift": 1.386}),
         Variant("xunet-lr1e-3", "X-UNet, learning rate 1e-3", {"lr": 1e-3}),
-        Variant("dit", "DiT tiny with cross-attention, v-prediction", {"model": "dit-tiny"}),
+        # The DiT variants without concatenation state it: dit-tiny concatenates by default since the study.
+        Variant("dit", "DiT tiny with cross-attention, v-prediction",
+                {"model": "dit-tiny", "model_overrides": {"cond_concat": False}}),
         Variant("xunet-selfcond", "X-UNet with self-conditioning on the previous x0 estimate",
                 diffusion={"self_condition": True}),
-        Variant("dit-selfcond", "DiT tiny with self-conditioning", {"model": "dit-tiny"},
-                diffusion={"self_condition": True}),
-        Variant("dit-regression", "the same DiT trained as a deterministic L2 regressor",
+        Variant("dit-selfcond", "DiT tiny with self-conditioning",
+                {"model": "dit-tiny", "model_overrides": {"cond_concat": False}}, diffusion={"self_condition": True}),
+        Variant("dit-x0-selfcond", "DiT tiny, x0-prediction, self-conditioning",
+                {"model": "dit-tiny", "model_overrides": {"cond_concat": False}},
+                diffusion={"prediction": "x0", "self_condition": True}),
+        Variant("dit-x0-selfcond-concat", "DiT tiny, x0, self-conditioning, condition view also concatenated "
+                "on the target patches (as Zero-1-to-3)", {"model": "dit-tiny", "model_overrides": {"cond_concat": True}},
+                diffusion={"prediction": "x0", "self_condition": True}),
+        Variant("dit-regression", "the same DiT (condition view concatenated) trained as a deterministic L2 regressor",
                 {"model": "dit-tiny", "objective": "regression"}),
     ]
 }

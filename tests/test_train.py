@@ -70,9 +70,10 @@ def test_resume_equals_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "model, extra",
-    # DiT + self-conditioning: its gradient-free estimate pass must stay out of DDP's collectives (DiT has a
-    # buffer, which DDP would broadcast on every wrapped forward) although ranks pick different samples.
-    [("xunet-tiny", []), ("dit-tiny", ["--self-condition"])],
+    # 3DiM's recipe, and the default one: DiT + self-conditioning, whose gradient-free estimate pass must stay out
+    # of DDP's collectives (DiT has a buffer, which DDP would broadcast on every wrapped forward) although
+    # ranks pick different samples.
+    [("xunet-tiny", ["--prediction", "v", "--no-self-condition"]), ("dit-tiny", [])],
 )
 def test_two_processes_match_one_process(dataset: Path, tmp_path: Path, model: str, extra: list[str]) -> None:
     common = [
@@ -101,7 +102,8 @@ def test_two_processes_end_with_identical_parameters(dataset: Path, tmp_path: Pa
     script.write_text(
         "import os, sys, torch\n"
         "from novelview.train import TrainConfig, train\n"
-        f"cfg = TrainConfig(data={str(dataset)!r}, out=sys.argv[1], image_size=16, steps=3, batch_size=4,"
+        f"cfg = TrainConfig(data={str(dataset)!r}, out=sys.argv[1], model='xunet-tiny', image_size=16, steps=3,"
+        " batch_size=4,"
         " lr=1e-3, checkpoint_every=3, sample_every=0, val_every=1000, progress=False)\n"
         "res = train(cfg)\n"
         "torch.save(res.model.state_dict(), sys.argv[1] + f\"/rank{os.environ['RANK']}.pt\")\n"

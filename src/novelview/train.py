@@ -31,21 +31,27 @@ from novelview.errors import ConfigError, NovelviewError
 Objective = Literal["diffusion", "regression"]
 
 
+def recommended_diffusion() -> DiffusionConfig:
+    """The default objective of `novelview train`: x0-prediction with self-conditioning, the winner of the
+    training-efficiency study (docs/learning-curves.md). ``DiffusionConfig()`` itself stays 3DiM's v-prediction."""
+    return DiffusionConfig(prediction="x0", self_condition=True)
+
+
 @dataclass
 class TrainConfig:
     """All settings of a training run; stored in every checkpoint's config.json under ``training``."""
 
     data: str
     out: str
-    model: str = "xunet-tiny"
+    model: str = "dit-tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     image_size: int = 32
     objective: Objective = "diffusion"
     regression_loss: Literal["l2", "l1"] = "l2"
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    diffusion: DiffusionConfig = field(default_factory=recommended_diffusion)
     steps: int = 10_000
     batch_size: int = 32  # global, split across processes
-    lr: float = 2e-4
+    lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_steps: int = 200
     grad_clip: float = 1.0

@@ -9,8 +9,8 @@ Presets (parameter counts at the default image size; ``novelview models`` prints
 ==============  ========  ==========================================================================
 preset          default   what for
 ==============  ========  ==========================================================================
-xunet-tiny      32 px     CPU: trains in the tests and for the shipped checkpoint (~1.4M params)
-dit-tiny        32 px     CPU twin of xunet-tiny (~3.8M params)
+xunet-tiny      32 px     CPU-sized X-UNet: trains in the tests (~1.4M params)
+dit-tiny        32 px     CPU-sized DiT, condition view also concatenated: the shipped checkpoint (~3.8M params)
 xunet-small     64 px     single-GPU experiments
 dit-small       64 px     DiT-S-like (hidden 384, depth 12) with a 4-block condition stream
 xunet-paper     128 px    3DiM as published: ch 256, ch_mult (1,2,2,4), 3 res blocks, emb 1024 (~454M)
@@ -70,14 +70,16 @@ PRESETS: dict[str, Preset] = {
             "xunet-tiny", "xunet", 32,
             dict(ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8, 4), heads=4, emb_ch=64,
                  **_FAST_POSE),
-            "CPU-sized X-UNet (tests, shipped CPU checkpoint)",
+            "CPU-sized X-UNet (tests; the first shipped checkpoint)",
         ),
         Preset(
             "dit-tiny", "dit", 32,
             # wide and shallow: per-token elementwise work grows with width, matmuls with its square, so
             # 192 wide keeps the CPU busy with matmuls (~56 % of peak vs ~46 % at 128 wide, 4 deep)
-            dict(patch_size=4, hidden=192, depth=3, cond_depth=1, heads=3, **_FAST_POSE),
-            "CPU-sized DiT",
+            # cond_concat: the condition view is also concatenated on the target's patches (as Zero-1-to-3), the
+            # winner of docs/learning-curves.md; without it the model barely used the condition view early on.
+            dict(patch_size=4, hidden=192, depth=3, cond_depth=1, heads=3, cond_concat=True, **_FAST_POSE),
+            "CPU-sized DiT (the shipped checkpoint's backbone)",
         ),
         Preset(
             "xunet-small", "xunet", 64,
