@@ -118,6 +118,26 @@ def test_state_dict_has_no_aliases_and_reloads(name):
     fresh.load_state_dict(state, strict=True)
 
 
+def test_ray_features_are_reused_only_for_identical_cameras():
+    model = build_model("xunet-tiny", 32)
+    _, _, kw = _inputs(model)
+    args = (kw["cond_pose"], kw["target_pose"], kw["cond_K"], kw["target_K"], (32, 32), [(32, 32), (16, 16)])
+    with torch.no_grad():
+        first = model.pose_embed(*args)
+        again = model.pose_embed(*args)
+        assert again is first  # a sampler's next step: nothing recomputed
+        kw["target_pose"][0, 0, 3] += 0.5  # the same tensor, changed in place: must not be served stale
+        moved = model.pose_embed(*args)
+    fresh = model.pose_embed._features(*args, None)
+    assert moved is not first and torch.equal(moved[0].camera, fresh[0].camera)
+    assert not torch.equal(moved[0].camera, first[0].camera)  # ray origins moved (directions did not)
+    drop = torch.tensor([True, False, False])
+    with torch.no_grad():
+        dropped = model.pose_embed(*args, drop)
+    assert dropped[0].pixel[0].abs().sum() == 0 and dropped is not moved
+    assert model.pose_embed(*args) is not model.pose_embed(*args)  # training (autograd on): never cached
+
+
 def test_pointwise_conv_equals_conv2d_forward_and_backward():
     from novelview.models.layers import PointwiseConv
 

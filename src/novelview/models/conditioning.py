@@ -177,6 +177,32 @@ class PoseEmbedding(nn.Module):
     ) -> list[RayFeatures]:
         """Features for each ``(h, w)`` in ``sizes``; all zeros for the samples where ``drop``.
 
+        Without autograd (sampling) the last result is reused while the cameras stay the same: a sampler calls
+        the network 25+ times per view with identical cameras, and tracing rays is ~5 % of a tiny model's
+        forward. The cameras are compared by value, so a reused result is exactly what would be recomputed.
+        """
+        if torch.is_grad_enabled() or cond_pose.device.type == "meta" or torch.compiler.is_compiling():
+            return self._features(cond_pose, target_pose, cond_K, target_K, image_hw, sizes, drop)
+        key = (cond_pose, target_pose, cond_K, target_K, drop, tuple(image_hw), tuple(map(tuple, sizes)))
+        cached = getattr(self, "_last", None)
+        if cached is not None and _same_key(cached[0], key):
+            return cached[1]
+        feats = self._features(cond_pose, target_pose, cond_K, target_K, image_hw, sizes, drop)
+        self._last = (tuple(k.clone() if isinstance(k, Tensor) else k for k in key), feats)
+        return feats
+
+    def _features(
+        self,
+        cond_pose: Tensor,
+        target_pose: Tensor,
+        cond_K: Tensor,
+        target_K: Tensor,
+        image_hw: tuple[int, int],
+        sizes: list[tuple[int, int]],
+        drop: Tensor | None,
+    ) -> list[RayFeatures]:
+        """The uncached computation of :meth:`forward`.
+
         Rays are traced through the pixel centres *of each resolution* (intrinsics rescaled with
         :func:`cameras.resize_intrinsics`), so a coarse feature map is aligned exactly with the
         average-pooled image it modulates. Poses, rays and the position features are computed in float64:
@@ -213,6 +239,18 @@ class PoseEmbedding(nn.Module):
                 pixel = pixel * keep[:, None, None, None, None]
             feats.append(RayFeatures(pixel.permute(0, 1, 4, 2, 3), camera))
         return feats
+
+
+def _same_key(a: tuple, b: tuple) -> bool:
+    for x, y in zip(a, b):
+        if isinstance(x, Tensor) or isinstance(y, Tensor):
+            if not (isinstance(x, Tensor) and isinstance(y, Tensor)) or x.shape != y.shape or x.device != y.device:
+                return False
+            if x.dtype != y.dtype or not torch.equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
 
 
 class PoseProjection(nn.Module):
