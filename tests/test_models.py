@@ -138,24 +138,6 @@ def test_ray_features_are_reused_only_for_identical_cameras():
     assert model.pose_embed(*args) is not model.pose_embed(*args)  # training (autograd on): never cached
 
 
-def test_pointwise_conv_equals_conv2d_forward_and_backward():
-    from novelview.models.layers import PointwiseConv
-
-    torch.manual_seed(0)
-    for bias in (True, False):
-        fast = PointwiseConv(5, 7, bias=bias)
-        ref = torch.nn.Conv2d(5, 7, 1, bias=bias)
-        ref.load_state_dict(fast.state_dict())  # same parameters: checkpoints do not care which one ran
-        x = torch.randn(3, 5, 6, 4).to(memory_format=torch.channels_last).requires_grad_(True)
-        out_fast, out_ref = fast(x), ref(x)
-        torch.testing.assert_close(out_fast, out_ref, rtol=1e-5, atol=1e-6)
-        g = torch.randn_like(out_ref)
-        grads_fast = torch.autograd.grad(out_fast, [x, *fast.parameters()], g)
-        grads_ref = torch.autograd.grad(out_ref, [x, *ref.parameters()], g)
-        for a, b in zip(grads_fast, grads_ref):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
 def test_dit_position_table_is_a_buffer():
     model = build_model("dit-tiny", 32)
     assert "pos_embed" in dict(model.named_buffers())

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from novelview import cameras
 from novelview.errors import ConfigError
-from novelview.models.layers import PointwiseConv, sinusoidal_embedding
+from novelview.models.layers import sinusoidal_embedding
 
 #: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
@@ -261,10 +261,7 @@ class PoseProjection(nn.Module):
 
     def __init__(self, embed: PoseEmbedding, dim: int, patch: int = 1) -> None:
         super().__init__()
-        self.pixel = (
-            PointwiseConv(embed.pixel_channels, dim) if patch == 1
-            else nn.Conv2d(embed.pixel_channels, dim, patch, stride=patch)
-        )
+        self.pixel = nn.Conv2d(embed.pixel_channels, dim, patch, stride=patch)
         self.camera = nn.Linear(embed.camera_channels, dim, bias=False) if embed.camera_channels else None
 
     def forward(self, features: RayFeatures) -> Tensor:

@@ -112,31 +112,6 @@ class Mlp(nn.Module):
         return self.fc2(self.drop(F.gelu(self.fc1(x))))
 
 
-class PointwiseConv(nn.Conv2d):
-    """1x1 convolution computed as one batched matmul on CPUs.
-
-    PyTorch's CPU kernels send 1x1 convolutions down the generic im2col path ("thnn"), measured here 2-3x
-    slower than ``baddbmm`` over the flattened pixels, forward and backward; FiLM projections, skip
-    connections and pose projections are all 1x1. Same parameters (``weight [O, I, 1, 1]``, ``bias``) as
-    ``nn.Conv2d``, so checkpoints do not care which one computed them; other devices use the conv kernel.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
-        super().__init__(in_channels, out_channels, 1, bias=bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or x.ndim != 4:
-            return super().forward(x)
-        n, c, h, w = x.shape
-        weight = self.weight.view(self.out_channels, c).to(x.dtype).expand(n, -1, -1)
-        pixels = x.reshape(n, c, h * w)
-        if self.bias is None:
-            out = torch.bmm(weight, pixels)
-        else:
-            out = torch.baddbmm(self.bias.to(x.dtype)[None, :, None], weight, pixels)
-        return out.view(n, self.out_channels, h, w)
-
-
 def to_tokens(h: Tensor) -> Tensor:
     """``[N, C, H, W] -> [N, H*W, C]``."""
     return h.flatten(2).transpose(1, 2)
@@ -150,7 +125,6 @@ def from_tokens(tokens: Tensor, height: int, width: int) -> Tensor:
 __all__ = [
     "Attention",
     "Mlp",
-    "PointwiseConv",
     "from_tokens",
     "group_norm",
     "modulate",

@@ -33,7 +33,7 @@ from novelview.models.conditioning import (
     drop_mask,
     self_condition_input,
 )
-from novelview.models.layers import Attention, PointwiseConv, from_tokens, group_norm, to_tokens, zero_init
+from novelview.models.layers import Attention, from_tokens, group_norm, to_tokens, zero_init
 
 # Residual sums are rescaled by 1/sqrt(2) (3DiM / NCSN++ "skip_rescale") so activations keep their scale
 # through the deep stack instead of growing with every block.
@@ -73,7 +73,7 @@ class FiLM(nn.Module):
 
     def __init__(self, emb_ch: int, features: int) -> None:
         super().__init__()
-        self.proj = PointwiseConv(emb_ch, 2 * features)
+        self.proj = nn.Conv2d(emb_ch, 2 * features, 1)
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         scale, shift = self.proj(emb).chunk(2, dim=1)
@@ -102,7 +102,7 @@ class ResBlock(nn.Module):
         self.film = FiLM(emb_ch, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip: nn.Module = PointwiseConv(in_ch, out_ch) if in_ch != out_ch else nn.Identity()
+        self.skip: nn.Module = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         h = F.silu(self.norm1(x))
