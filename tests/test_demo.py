@@ -50,7 +50,6 @@ def test_shipped_model_beats_copying_the_input_at_90_degrees_and_more() -> None:
     from novelview.images import pil_to_tensor
     from novelview.pipeline import Pipeline
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     pipe = Pipeline.from_checkpoint(None)
     size = pipe.image_size
     generated, truth, copies = [], [], []

@@ -185,11 +185,13 @@ class DiT(nn.Module):
         rays = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), [(height, width)], drop)[0]
         pose = to_tokens(self.pose_proj(rays)).unflatten(0, (b, 2))
 
+        target_in = [z_t]
+        if c.cond_concat:
+            target_in.append(cond_image)
         estimate = self_condition_input(c, x_self, z_t)
-        target_in = torch.cat(
-            [z_t, *([cond_image] if c.cond_concat else []), *([estimate] if estimate is not None else [])], dim=1
-        )
-        x = to_tokens(self.target_patch(target_in)) + self.pos_embed + pose[:, 1]
+        if estimate is not None:
+            target_in.append(estimate)
+        x = to_tokens(self.target_patch(torch.cat(target_in, dim=1))) + self.pos_embed + pose[:, 1]
         y = to_tokens(self.cond_patch(cond_image)) + self.pos_embed + pose[:, 0]
         for block in self.cond_blocks:
             y = block(y, emb)
