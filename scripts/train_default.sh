@@ -6,8 +6,8 @@
 # Recipe (chosen by benchmarks/learning_curves.py, see docs/learning-curves.md): DiT-tiny at 32 px with the
 # condition view also concatenated on the target's patches, x0-prediction, self-conditioning, guidance
 # dropout 0.1, AdamW 3e-4 with 200 warm-up steps, batch 32, EMA 0.999, fp32, seed 0, on 2000 procedural
-# objects x 12 views; 3000 steps took 26 min of training here.
-# Hardware it was trained on: the 2-core CPU machine described in docs/benchmarks.md (no GPU), ~71 img/s.
+# objects x 12 views; 9000 steps took 72.1 min of training here.
+# Hardware it was trained on: the 2-core CPU machine described in docs/benchmarks.md (no GPU), ~80 img/s.
 # The run is resumable: rerunning this script continues from the latest checkpoint, and a resumed run ends
 # with the same weights as an uninterrupted one (tests/test_train.py), so STEPS can be raised later.
 set -euo pipefail
@@ -16,7 +16,7 @@ NV=${NV:-.venv/bin/novelview}
 RUNS=${RUNS:-runs}
 DATA=$RUNS/synth2k
 RUN=$RUNS/default-dit-x0-concat
-STEPS=${STEPS:-3000}   # the shipped model; larger values continue the same run
+STEPS=${STEPS:-9000}   # the shipped model; larger values continue the same run
 
 # 2000 procedural objects x 12 views at 64 px (training uses 32 px), seed 0; ~5 min here.
 [ -f "$DATA/dataset.json" ] || $NV data synth "$DATA" --objects 2000 --views 12 --size 64 --seed 0

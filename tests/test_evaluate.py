@@ -281,10 +281,34 @@ def test_cli_eval_on_blender_format(synth: Path, checkpoint: Path, workdir: Path
     result = CliRunner().invoke(app, [
         "eval", "--checkpoint", str(checkpoint), "--data", str(blender), "--split", "all", "--objects", "2",
         "--targets-per-object", "2", "--steps", "2", "--consistency-objects", "1", "--orbit-views", "4",
-        "--field-resolution", "8", "--field-steps", "3", "--out", str(out),
+        "--field-resolution", "8", "--field-steps", "3", "--samples", "2", "--out", str(out),
     ])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "report.json").read_text())
     assert data["protocol"]["format"] == "blender"
     assert data["protocol"]["mask"] == ["dataset mask"]  # the alpha channel
-    assert len(data["views"]) == 4 and "copy-condition" in result.output
+    assert len(data["views"]) == 4 and "copy-condition" in result.output and "model-mean-of-2" in result.output
+    assert data["methods"]["model-mean-of-2"]["samples"] == 2
+
+
+def test_sample_mean_averages_independent_unguided_draws(synth: Path, checkpoint: Path, regression: Path) -> None:
+    from novelview.data.views import MultiViewDataset
+    from novelview.evaluation.methods import CheckpointMethod, SampleMean, SamplingSettings
+    from novelview.sampling import View
+
+    ds = MultiViewDataset(synth, size=SIZE, split="all")
+    image, k = ds.view(0, 0)
+    source = View(image, ds.scenes[0].poses[0].float(), k.float())
+    poses, ks = ds.scenes[0].poses[1:4].float(), k.float().expand(3, 3, 3)
+    # guidance 3 for the model's own sample: the mean must still draw without guidance
+    model = CheckpointMethod("model", checkpoint, SamplingSettings(steps=2, guidance=3.0))
+    unguided = CheckpointMethod("model", checkpoint, SamplingSettings(steps=2, guidance=1.0))
+    generator = torch.Generator().manual_seed(5)
+    draws = [unguided.predict(source, poses, ks, generator) for _ in range(3)]
+    assert not torch.allclose(draws[0], draws[1])
+    mean = SampleMean(model, 3).predict(source, poses, ks, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(mean, torch.stack(draws).mean(0), atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="at least 2"):
+        SampleMean(model, 1)
+    with pytest.raises(ConfigError, match="regression"):
+        SampleMean(CheckpointMethod("reg", regression), 2)

@@ -241,13 +241,40 @@ def test_pose_scale_divides_translations(pose_mode):
     torch.testing.assert_close(_run(scaled.eval(), z_t, logsnr, kwargs, **big), _run(model, z_t, logsnr, kwargs))
 
 
+def _both_frames(model, z_t, logsnr, kwargs, **changes):
+    """The X-UNet's target output computed without dropping the condition frame after the last cross-frame
+    attention: both frames run through the whole decoder and the target is picked at the end."""
+    pruned_at = model.last_cross_attention
+    model.last_cross_attention = 10**9
+    try:
+        return _run(model, z_t, logsnr, kwargs, **changes)[1::2]
+    finally:
+        model.last_cross_attention = pruned_at
+
+
 def test_xunet_frames_never_share_normalisation():
     """Without attention the two frames only meet through shared weights, so the condition view cannot
     reach the target frame: any dependence would mean statistics are mixed across frames."""
     model = _perturb(build_model("xunet-tiny", 32, attn_resolutions=()))
     z_t, logsnr, kwargs = _inputs(model)
-    out = _run(model, z_t, logsnr, kwargs)
-    torch.testing.assert_close(_run(model, z_t, logsnr, kwargs, cond_image=kwargs["cond_image"] * 3 + 1), out)
+    out = _both_frames(model, z_t, logsnr, kwargs)
+    changed = _both_frames(model, z_t, logsnr, kwargs, cond_image=kwargs["cond_image"] * 3 + 1)
+    torch.testing.assert_close(changed, out)
+    torch.testing.assert_close(_run(model, z_t, logsnr, kwargs), out)
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("overrides", [{}, {"cond_concat": True, "self_condition": True}, {"attn_resolutions": ()}],
+                         ids=["default", "concat-selfcond", "no-attention"])
+def test_xunet_drops_the_condition_frame_exactly(size, overrides):
+    """Once nothing attends to the condition frame any more it cannot reach the output: running the rest of the
+    decoder on the target frame alone gives the two-frame result."""
+    model = _perturb(build_model("xunet-tiny", size, **overrides))
+    z_t, logsnr, kwargs = _inputs(model)
+    if overrides.get("self_condition"):
+        kwargs["x_self"] = torch.randn(z_t.shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(_run(model, z_t, logsnr, kwargs), _both_frames(model, z_t, logsnr, kwargs),
+                               atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------

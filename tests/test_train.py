@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from novelview import checkpoint as ckpt
 from novelview.errors import ConfigError, NovelviewError
-from novelview.train import TrainConfig, train
+from novelview.train import TrainConfig, lr_factor, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -68,6 +68,33 @@ def test_resume_equals_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
     assert steps[-1] == 6
 
 
+def test_lr_schedule_warms_up_holds_then_decays_to_zero(dataset: Path, tmp_path: Path) -> None:
+    cfg = _cfg(dataset, tmp_path, steps=100, warmup_steps=10, decay_steps=40)
+    factors = [lr_factor(step, cfg) for step in range(cfg.steps)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0
+    assert all(f == 1.0 for f in factors[10:60])
+    decay = factors[60:]
+    assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] == pytest.approx(1 / 40)
+    constant = _cfg(dataset, tmp_path, steps=100, warmup_steps=10)
+    assert [lr_factor(step, constant) for step in range(10, 100)] == [1.0] * 90
+    with pytest.raises(ConfigError, match="--decay-steps"):
+        _cfg(dataset, tmp_path, steps=10, decay_steps=11)
+
+
+def test_cooling_down_a_constant_run_equals_the_uninterrupted_schedule(dataset: Path, tmp_path: Path) -> None:
+    """A finished constant-LR run resumed with more steps and a decay ends where one run with that schedule does,
+    so the shipped model's cool-down needs no retraining from scratch."""
+    straight = tmp_path / "straight"
+    train(_cfg(dataset, straight, steps=6, checkpoint_every=3, decay_steps=3))
+    cooled = tmp_path / "cooled"
+    train(_cfg(dataset, cooled, steps=3, checkpoint_every=3))
+    train(_cfg(dataset, cooled, steps=6, checkpoint_every=3, decay_steps=3), resume=True)
+    _assert_same(_weights(straight), _weights(cooled), atol=1e-6)
+    records = [json.loads(line) for line in (cooled / "log.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in records if "lr" in r]
+    assert lrs[-1] == 0.0 and lrs[2] == pytest.approx(1e-3)
+
+
 @pytest.mark.parametrize(
     "model, extra",
     # 3DiM's recipe, and the default one: DiT + self-conditioning, whose gradient-free estimate pass must stay out
@@ -101,7 +128,7 @@ def test_two_processes_end_with_identical_parameters(dataset: Path, tmp_path: Pa
     script = tmp_path / "rank_dump.py"
     script.write_text(
         "import os, sys, torch\n"
-        "from novelview.train import TrainConfig, train\n"
+        "from novelview.train import TrainConfig, lr_factor, train\n"
         f"cfg = TrainConfig(data={str(dataset)!r}, out=sys.argv[1], model='xunet-tiny', image_size=16, steps=3,"
         " batch_size=4,"
         " lr=1e-3, checkpoint_every=3, sample_every=0, val_every=1000, progress=False)\n"

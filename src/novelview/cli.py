@@ -121,6 +121,9 @@ def train(
     batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split across processes."),
     lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
     warmup: int = typer.Option(200, "--warmup", help="Linear warm-up steps."),
+    decay_steps: int = typer.Option(
+        0, "--decay-steps", help="Decay the LR linearly to zero over the last N steps (0: constant, so the run can "
+        "be continued; resuming with a larger --steps and --decay-steps cools a constant run down)."),
     weight_decay: float = typer.Option(0.0, "--weight-decay"),
     grad_clip: float = typer.Option(1.0, "--grad-clip"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 autocast (for GPUs; ~10x slower than fp32 on CPUs without bf16 units)."),
@@ -175,7 +178,7 @@ def train(
     cfg = TrainConfig(
         data=str(data), out=str(out), model=model, model_overrides=overrides, image_size=size,
         objective=objective, diffusion=diffusion, steps=steps, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_steps=warmup, grad_clip=grad_clip, precision=precision,
+        weight_decay=weight_decay, warmup_steps=warmup, decay_steps=decay_steps, grad_clip=grad_clip, precision=precision,
         ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep, val_every=val_every, sample_every=sample_every,
     )
@@ -446,6 +449,9 @@ def eval_command(
     sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp, ddim or ddpm."),
     steps: int = typer.Option(25, "--steps", help="Denoising steps."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance (default 3, or 1)."),
+    samples: int = typer.Option(
+        1, "--samples", min=1, help="Also score the mean of N unguided samples per view (the model's estimate of "
+        "the posterior mean, which is what a regression model predicts); costs N more samplings."),
     seed: int = typer.Option(0, "--seed", min=0, help="Protocol and sampling seed."),
     baseline: list[Path] = typer.Option([], "--baseline-checkpoint", help="Extra checkpoint to compare (repeatable)."),
     lpips_weights: Optional[Path] = typer.Option(
@@ -475,7 +481,7 @@ def eval_command(
     report = evaluate(
         checkpoint, data, out=out, split=split, objects=objects, targets_per_object=targets or None,
         cond_view=cond_view,
-        sampler=sampler, steps=steps, guidance=guidance, seed=seed, baseline_checkpoints=[str(b) for b in baseline],
+        sampler=sampler, steps=steps, guidance=guidance, samples=samples, seed=seed, baseline_checkpoints=[str(b) for b in baseline],
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         consistency_objects=consistency_objects, orbit_views=orbit_views, stochastic=stochastic,
         consistency_field=FieldConfig(resolution=field_resolution, steps=field_steps, bound=bound, seed=seed),

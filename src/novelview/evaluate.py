@@ -27,7 +27,14 @@ from novelview.evaluation import metrics
 from novelview.evaluation import protocol as proto
 from novelview.evaluation import report as rep
 from novelview.evaluation.consistency import FieldConfig, consistency_score
-from novelview.evaluation.methods import CheckpointMethod, CopyCondition, Method, SamplingSettings, WhiteBackground
+from novelview.evaluation.methods import (
+    CheckpointMethod,
+    CopyCondition,
+    Method,
+    SampleMean,
+    SamplingSettings,
+    WhiteBackground,
+)
 from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, View
 
 PRIMARY = "model"
@@ -46,6 +53,7 @@ class EvalConfig:
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
     guidance: float | None = None  # None: the checkpoint's default (3.0, or 1.0 without condition dropout)
+    samples: int = 1  # >1: also score the mean of this many unguided samples (the model's posterior-mean estimate)
     seed: int = 0
     baseline_checkpoints: list[str] = field(default_factory=list)
     lpips_weights: str | None = None
@@ -76,6 +84,7 @@ class EvalConfig:
             (self.grid_objects >= 0 and self.grid_targets >= 1, "grid sizes must be positive"),
             (self.mask_dilation >= 0, "mask dilation must be >= 0"),
             (self.seed >= 0, "--seed must be >= 0"),
+            (self.samples >= 1, "--samples must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -168,6 +177,8 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
     model = CheckpointMethod(PRIMARY, resolve_checkpoint(cfg.checkpoint), settings, cfg.device)
     size = model.image_size
     methods: list[Method] = [model, CopyCondition(), WhiteBackground()]
+    if cfg.samples > 1:
+        methods.append(SampleMean(model, cfg.samples))
     for path in cfg.baseline_checkpoints:
         resolved = resolve_checkpoint(path)
         baseline = CheckpointMethod(_method_name(resolved, {m.name for m in methods}), resolved, settings, cfg.device)

@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import nn
@@ -54,6 +54,10 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_steps: int = 200
+    # Linear decay to zero over the last ``decay_steps`` (warm-up / stable / decay). 0 keeps the LR constant, so
+    # a finished run can still be continued; a later resume with a larger --steps and --decay-steps is then the
+    # "cool-down" of that schedule, which needs no decision about the total length up front.
+    decay_steps: int = 0
     grad_clip: float = 1.0
     precision: Literal["fp32", "bf16"] = "fp32"
     ema_decay: float = 0.999
@@ -78,6 +82,8 @@ class TrainConfig:
             (0 < self.lr < 1, f"--lr must lie in (0, 1), got {self.lr}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
             (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
+            (0 <= self.decay_steps <= self.steps,
+             f"--decay-steps must lie in [0, --steps={self.steps}], got {self.decay_steps}"),
             (self.grad_clip > 0, f"gradient clip must be positive, got {self.grad_clip}"),
             (0 <= self.ema_decay < 1, f"--ema-decay must lie in [0, 1), got {self.ema_decay}"),
             (8 <= self.image_size <= 1024, f"--size must lie in [8, 1024], got {self.image_size}"),
@@ -175,11 +181,14 @@ class TrainResult:
     model: nn.Module  # the trained (non-EMA) network, unwrapped from DDP
 
 
-def _lr_lambda(warmup: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-
-    return factor
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` for the update made at ``step`` (0-based): linear warm-up, constant, then
+    linear decay to zero over the last ``cfg.decay_steps`` updates."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    if cfg.decay_steps == 0:
+        return warm
+    decay_start = cfg.steps - cfg.decay_steps
+    return min(warm, max(0.0, (cfg.steps - step) / cfg.decay_steps) if step >= decay_start else 1.0)
 
 
 def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
@@ -265,7 +274,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     # foreach: one fused update instead of a Python loop over parameters (~15% of a tiny CPU step otherwise).
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     # Not handed to accelerate: it would step the scheduler once per process.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     nonfinite_total = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -8,7 +8,11 @@ so the protocol can score them identically:
 * ``copy-condition``: the condition view itself, for every target (what a model that ignores the pose gets);
 * ``white-background``: an all-white image (what a model that outputs nothing gets; on white-background data it
   scores deceptively well on full-image PSNR, which is why masked metrics exist);
-* ``checkpoint:<name>``: any further checkpoint (``--baseline-checkpoint``), typically a regression model.
+* ``checkpoint:<name>``: any further checkpoint (``--baseline-checkpoint``), typically a regression model;
+* ``model-mean-of-K``: the pixel mean of K samples of the model (``--samples K``), its estimate of the posterior
+  mean E[target | condition] -- the quantity a regression model predicts, so the fair one to compare in PSNR.
+  A single posterior sample has, in expectation, twice the squared error of that mean (the error of the mean
+  plus the sample's own variance), so sample-vs-regression PSNR is not a test of how well the model learned.
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ class CheckpointMethod:
         generator: torch.Generator,
         stochastic: bool,
         progress: Progress | None = None,
+        guidance: float | None = None,
     ) -> Tensor:
         dev = self.pipe.device
         src = View(source.image.to(dev), source.pose.to(dev), source.K.to(dev))
@@ -132,7 +137,8 @@ class CheckpointMethod:
                 out = generate_views(
                     self.pipe.model, self.pipe.config.diffusion, src, target_poses, target_K,
                     stochastic=stochastic, sampler=self.settings.sampler, steps=self.settings.steps,
-                    guidance=self.guidance, generator=generator, progress=progress, batch_size=self.settings.batch_size,
+                    guidance=self.guidance if guidance is None else guidance, generator=generator, progress=progress,
+                    batch_size=self.settings.batch_size,
                 )
         return out.float().cpu()
 
@@ -161,4 +167,37 @@ class CheckpointMethod:
         return out
 
 
-__all__ = ["CheckpointMethod", "CopyCondition", "Method", "SamplingSettings", "WhiteBackground"]
+@dataclass
+class SampleMean:
+    """The pixel mean of ``samples`` independent samples of a diffusion checkpoint, each target conditioned on the
+    source only.
+
+    Drawn without guidance (w = 1): guided sampling draws from a sharpened distribution whose mean is not
+    E[target | condition]. The first draw uses the same noise as the model's own single sample.
+    """
+
+    model: CheckpointMethod
+    samples: int
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.samples < 2:
+            raise ConfigError(f"--samples must be at least 2 to average samples, got {self.samples}")
+        if self.model.is_regression:
+            raise ConfigError("--samples averages samples of a diffusion checkpoint; a regression checkpoint "
+                              "predicts one image, so leave --samples out")
+        self.name = self.name or f"{self.model.name}-mean-of-{self.samples}"
+
+    def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
+        total = torch.zeros(())
+        for _ in range(self.samples):
+            total = total + self.model._views(source, target_poses, target_K, generator, stochastic=False, guidance=1.0)
+        return total / self.samples
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "sample-mean", "of": self.model.name, "samples": self.samples, "guidance": 1.0,
+                "sampler": self.model.settings.sampler, "steps": self.model.settings.steps,
+                "what": "pixel mean of independent samples: the model's estimate of E[target | condition]"}
+
+
+__all__ = ["CheckpointMethod", "CopyCondition", "Method", "SampleMean", "SamplingSettings", "WhiteBackground"]

@@ -9,7 +9,9 @@ have an output projection (the seed had none).
 
 Every ResNet block is FiLM-modulated per pixel by ``noise-level embedding + pose embedding`` at its
 resolution. Each frame is told its own noise level: the target its ``logsnr``, the clean condition frame
-the maximum (:data:`LOGSNR_MAX`). Only the target frame is returned.
+the maximum (:data:`LOGSNR_MAX`). Only the target frame is returned, so after the last cross-frame attention
+the condition frame can no longer reach the output: the rest of the decoder runs on the target frame alone
+(exactly the same result, and the skipped high-resolution blocks are the most expensive ones).
 """
 
 from __future__ import annotations
@@ -201,8 +203,27 @@ class XUNet(nn.Module):
             self.up.insert(0, level)  # self.up[i] serves level i
         assert not skips
 
+        # Forward order of the blocks: down blocks and downsamplers, middle, up blocks and upsamplers. The
+        # condition frame is dropped right after the last one with cross-frame attention (-1: none has any,
+        # so only channel concatenation, if any, ever mixes the frames and it is dropped after conv_in).
+        order = [b for lv in self.down for b in [*lv.blocks, getattr(lv, "downsample", None)] if b is not None]
+        order += [self.middle]
+        order += [b for i in reversed(range(levels)) for b in [*self.up[i].blocks, getattr(self.up[i], "upsample", None)]
+                  if b is not None]
+        attending = [n for n, b in enumerate(order) if isinstance(b, XUNetBlock) and not isinstance(b.attn, nn.Identity)]
+        self.last_cross_attention = attending[-1] if attending else -1
+
         self.norm_out = group_norm(ch, c.norm_groups)
         self.conv_out = zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1))
+
+    def _after_block(
+        self, index: int, h: Tensor, skips: list[Tensor], embs: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """After block ``index`` (-1: before the first), drop the condition frame if nothing later attends to it.
+        Frames are interleaved per sample (cond, target), so ``[1::2]`` keeps the targets."""
+        if index != self.last_cross_attention:
+            return h, skips, embs
+        return h[1::2], [x[1::2] for x in skips], [e[1::2] for e in embs]
 
     def forward(
         self,
@@ -242,23 +263,30 @@ class XUNet(nn.Module):
         frames = torch.cat(parts, dim=2)
         h = self.conv_in(frames.flatten(0, 1))
 
-        hs = [h]
+        hs: list[Tensor] = []
+        h, hs, embs = self._after_block(-1, h, hs, embs)
+        n = 0
+        hs.append(h)
         for i, level in enumerate(self.down):
             for block in level.blocks:
-                h = block(h, embs[i])
+                h, hs, embs = self._after_block(n, block(h, embs[i]), hs, embs)
                 hs.append(h)
+                n += 1
             if hasattr(level, "downsample"):
-                h = level.downsample(h, embs[i + 1])
+                h, hs, embs = self._after_block(n, level.downsample(h, embs[i + 1]), hs, embs)
                 hs.append(h)
-        h = self.middle(h, embs[-1])
+                n += 1
+        h, hs, embs = self._after_block(n, self.middle(h, embs[-1]), hs, embs)
+        n += 1
         for i in reversed(range(levels)):
             level = self.up[i]
             for block in level.blocks:
-                h = block(torch.cat([h, hs.pop()], dim=1), embs[i])
+                h, hs, embs = self._after_block(n, block(torch.cat([h, hs.pop()], dim=1), embs[i]), hs, embs)
+                n += 1
             if hasattr(level, "upsample"):
-                h = level.upsample(h, embs[i - 1])
-
-        h = h.unflatten(0, (b, 2))[:, 1]  # the target frame; per-sample norms make this exact
+                h, hs, embs = self._after_block(n, level.upsample(h, embs[i - 1]), hs, embs)
+                n += 1
+        # h is the target frame alone now: per-frame norms make dropping the condition frame exact.
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
