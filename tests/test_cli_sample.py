@@ -183,6 +183,13 @@ def test_orbit_elevation_out_of_range(ckpt, image, tmp_path, capsys):
     assert_user_error(capsys, code, "(-90, 90)")
 
 
+def test_orbit_unknown_order(ckpt, image, tmp_path, capsys):
+    code = run("orbit", "--checkpoint", ckpt, "--image", image, "--out", tmp_path / "o.gif", "--order", "random",
+               "--steps", "1")
+    assert_user_error(capsys, code, "given or nearest")
+    assert not (tmp_path / "o.gif").exists()
+
+
 def test_conflicting_or_missing_target(sample_args, tmp_path, capsys):
     (tmp_path / "p.json").write_text(json.dumps([np.eye(4).tolist()]))
     assert_user_error(capsys, run(*sample_args, "--poses", tmp_path / "p.json", "--azimuth", "10"), "not both")

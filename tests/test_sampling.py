@@ -331,6 +331,25 @@ def test_stochastic_conditioning_draws_uniformly_from_the_growing_set():
     assert 2 <= late.count(0) <= 18
 
 
+def test_nearest_order_generates_views_closest_to_the_input_first():
+    cfg = D.DiffusionConfig(prediction="x0")
+    source, _, K = _views(0)
+    az = torch.tensor([150.0, 30.0, 90.0, 120.0, 60.0], dtype=torch.float64)
+    targets = cameras.spherical_to_pose(az, torch.full_like(az, 20.0), torch.full_like(az, 2.5)).float()
+    model = IdentifyingModel(source, targets)
+    out = S.generate_views(model, cfg, source, targets, K, stochastic=True, steps=30, guidance=1.0,
+                           generator=gen(), order="nearest")
+    generation = list(dict.fromkeys(j for j, _ in model.seen))
+    assert generation == [1, 4, 2, 3, 0]
+    for j in range(5):  # outputs stay in the given order
+        assert torch.allclose(out[j], torch.full_like(out[j], model.value(j)))
+    for rank, j in enumerate(generation):  # conditioned only on the input and the views generated before it
+        allowed = {0.9} | {round(model.value(i), 4) for i in generation[:rank]}
+        assert {v for t, v in model.seen if t == j} <= allowed
+    with pytest.raises(ConfigError, match="order"):
+        S.generate_views(model, cfg, source, targets, K, stochastic=True, steps=2, order="random")
+
+
 def test_stochastic_conditioning_is_sequential_and_plain_mode_is_batched():
     cfg = D.DiffusionConfig(prediction="x0")
     source, targets, K = _views(5)

@@ -396,6 +396,11 @@ def orbit(
         True, "--stochastic/--no-stochastic",
         help="3DiM stochastic conditioning on the input and all views so far (default), or the input only.",
     ),
+    order: str = typer.Option(
+        "nearest", "--order",
+        help="Stochastic conditioning generates the views nearest the input first (nearest), or around the circle "
+        "(given, as 3DiM).",
+    ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
     steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps per view."),
     sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
@@ -421,7 +426,7 @@ def orbit(
         frames = pipe.orbit(
             image, n_views=views, elevation=elevation, stochastic=stochastic, radius=radius, steps=steps,
             guidance=guidance, sampler=sampler, seed=seed, progress=progress, input_elevation=input_elevation,
-            crop="pad" if pad else "center",
+            crop="pad" if pad else "center", order=order,
         )
     finally:
         close()

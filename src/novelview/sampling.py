@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from novelview import cameras
 from novelview.diffusion import (
     REGRESSION_LOGSNR,
     DiffusionConfig,
@@ -72,6 +73,9 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``, called once per denoising step; raising from it aborts sampling."""
 
 Spacing = Literal["trailing", "leading", "linspace"]
+# In which order stochastic conditioning generates the targets: as given (3DiM), or nearest to the source first,
+# so that views far from the input are drawn when generated views on both sides of them can condition them.
+Order = Literal["given", "nearest"]
 
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp")
 _ALIASES = {"dpm++": "dpmpp", "dpmsolver++": "dpmpp", "dpm-solver++": "dpmpp", "dpm": "dpmpp"}
@@ -421,16 +425,20 @@ def generate_views(
     batch_size: int = 16,
     spacing: Spacing = DEFAULT_SPACING,
     on_choice: Callable[[int, int], None] | None = None,
+    order: Order = "nearest",
 ) -> Tensor:
     """Generate one image per target camera, ``[N, 3, H, W]`` clamped to [-1, 1].
 
     Plain mode conditions every target on ``source`` only, ``batch_size`` targets denoised together (``source``
     may also hold one condition view per target: ``[N,3,H,W]`` / ``[N,4,4]`` / ``[N,3,3]``).
-    Stochastic mode (3DiM) generates the targets one after another, in the given order; at every step of
-    target ``n`` the condition is drawn uniformly from ``{source} ∪ {targets 0..n-1 as generated}`` with their
-    cameras. ``on_choice(n, index)`` observes those draws (index 0 = source). ``progress(done, total)`` counts
-    denoising steps over the whole call.
+    Stochastic mode (3DiM) generates the targets one after another, by increasing angle to the source camera
+    (``order="nearest"``, ties as given; ``"given"``: in the given order, as 3DiM); at every step of a target the condition is drawn
+    uniformly from ``{source} ∪ {targets generated before it}`` with their cameras. ``on_choice(n, index)``
+    observes those draws for target ``n`` (index 0 = source, ``i`` = the i-th target generated). Outputs are in
+    the given order either way. ``progress(done, total)`` counts denoising steps over the whole call.
     """
+    if order not in ("given", "nearest"):
+        raise ConfigError(f"unknown generation order {order!r}: choose given or nearest")
     n = target_poses.shape[0]
     if target_K.ndim == 2:
         target_K = target_K.expand(n, 3, 3)
@@ -442,18 +450,24 @@ def generate_views(
         if source.image.ndim != 3:
             raise ValueError("stochastic conditioning starts from one source view")
         total = n * steps
+        sequence = list(range(n))
+        if order == "nearest":
+            angles = cameras.angle_between_views(source.pose.double().expand(n, 4, 4), target_poses.double())
+            sequence = sorted(sequence, key=lambda j: float(angles[j]))
         pool: list[View] = [source]
-        for j in range(n):
+        generated: dict[int, Tensor] = {}
+        for done, j in enumerate(sequence):
             choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
             denoise = stochastic_denoiser(
                 model, pool, target_poses[j : j + 1], target_K[j : j + 1], guidance, generator, choice, cfg
             )
             x = sample(
                 denoise, (1, *shape_1), cfg, sampler, steps, generator=generator, device=device, spacing=spacing,
-                progress=_offset_progress(progress, j * steps, total),
+                progress=_offset_progress(progress, done * steps, total),
             ).clamp(-1, 1)
-            outputs.append(x)
+            generated[j] = x
             pool.append(View(x[0], target_poses[j], target_K[j]))
+        outputs = [generated[j] for j in range(n)]
     else:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
