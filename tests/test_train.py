@@ -270,6 +270,15 @@ def test_resume_with_other_objective_settings_is_refused(dataset: Path, tmp_path
     train(_cfg(dataset, run, steps=2, checkpoint_every=2))
     with pytest.raises(ConfigError, match="diffusion"):
         train(_cfg(dataset, run, steps=4, diffusion=DiffusionConfig(prediction="eps")), resume=True)
+    # a regression run has no diffusion settings to keep: changed defaults must not block its resumption
+    reg = tmp_path / "reg"
+    train(_cfg(dataset, reg, steps=2, checkpoint_every=2, objective="regression",
+               diffusion=DiffusionConfig(prediction="v")))
+    train(_cfg(dataset, reg, steps=3, checkpoint_every=3, objective="regression",
+               diffusion=DiffusionConfig(prediction="x0", self_condition=True)), resume=True)
+    assert ckpt.list_checkpoints(reg)[-1].name.endswith("3")
+    with pytest.raises(ConfigError, match="regression_loss"):
+        train(_cfg(dataset, reg, steps=4, objective="regression", regression_loss="l1"), resume=True)
 
 
 def test_skipped_last_step_still_writes_the_final_checkpoint(

@@ -212,8 +212,11 @@ def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedM
 def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Path) -> None:
     """Refuse to continue a run with settings that change what is being trained (steps, logging may change)."""
     current = cfg.to_dict()
-    for key in ("model", "model_overrides", "image_size", "objective", "regression_loss", "diffusion", "batch_size",
-                "data", "seed"):
+    keys = ["model", "model_overrides", "image_size", "objective", "batch_size", "data", "seed"]
+    # Only the settings of the run's own objective: a regression run ignores the diffusion settings (whose
+    # defaults may have changed since it started), a diffusion run the regression loss.
+    keys.append("regression_loss" if cfg.objective == "regression" else "diffusion")
+    for key in keys:
         if key in saved and saved[key] != current[key]:
             raise ConfigError(
                 f"cannot resume {where}: it was trained with {key}={saved[key]!r} but this run asks for "
