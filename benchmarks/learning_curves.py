@@ -64,8 +64,8 @@ VARIANTS: dict[str, Variant] = {
                 {"model": "dit-tiny", "model_overrides": {"cond_concat": False}},
                 diffusion={"prediction": "x0", "self_condition": True}),
         Variant("dit-x0-selfcond-concat", "DiT tiny, x0, self-conditioning, condition view also concatenated "
-                "on the target patches (as Zero-1-to-3)", {"model": "dit-tiny", "model_overrides": {"cond_concat": True}},
-                diffusion={"prediction": "x0", "self_condition": True}),
+                "on the target patches (as Zero-1-to-3)",
+                {"model": "dit-tiny", "model_overrides": {"cond_concat": True}}, diffusion={"prediction": "x0", "self_condition": True}),
         Variant("dit-regression", "the same DiT (condition view concatenated) trained as a deterministic L2 regressor",
                 {"model": "dit-tiny", "objective": "regression"}),
     ]

@@ -178,7 +178,8 @@ def train(
     cfg = TrainConfig(
         data=str(data), out=str(out), model=model, model_overrides=overrides, image_size=size,
         objective=objective, diffusion=diffusion, steps=steps, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_steps=warmup, decay_steps=decay_steps, grad_clip=grad_clip, precision=precision,
+        weight_decay=weight_decay, warmup_steps=warmup, decay_steps=decay_steps, grad_clip=grad_clip,
+        precision=precision,
         ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep, val_every=val_every, sample_every=sample_every,
     )
@@ -486,7 +487,8 @@ def eval_command(
     report = evaluate(
         checkpoint, data, out=out, split=split, objects=objects, targets_per_object=targets or None,
         cond_view=cond_view,
-        sampler=sampler, steps=steps, guidance=guidance, samples=samples, seed=seed, baseline_checkpoints=[str(b) for b in baseline],
+        sampler=sampler, steps=steps, guidance=guidance, samples=samples, seed=seed,
+        baseline_checkpoints=[str(b) for b in baseline],
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         consistency_objects=consistency_objects, orbit_views=orbit_views, stochastic=stochastic,
         consistency_field=FieldConfig(resolution=field_resolution, steps=field_steps, bound=bound, seed=seed),

@@ -332,11 +332,11 @@ class Pipeline:
 
         ``elevation`` is relative to the input view (default 0: the input's own elevation). When the first
         frame's camera is the input camera (``elevation`` 0, no ``radius``) it *is* the input picture and is not
-        generated. ``stochastic=True`` (3DiM stochastic conditioning) generates the other frames in order, each
-        denoising step conditioned on a random one of {input} ∪ {frames generated so far}; ``False`` conditions
-        every frame on the input only (frames are then batched, ``batch_size`` at a time). ``order``: which frame
-        stochastic conditioning generates first, "nearest" to the input (default) or "given" (around the circle,
-        as 3DiM); see docs/results.md for the measured difference.
+        generated. ``stochastic=True`` (3DiM stochastic conditioning) generates the other frames one after another,
+        each denoising step conditioned on a random one of {input} ∪ {frames generated so far}; ``False``
+        conditions every frame on the input only (frames are then batched, ``batch_size`` at a time). ``order``:
+        which frames stochastic conditioning generates first, those "nearest" the input (default) or as "given"
+        (around the circle, as 3DiM); see docs/results.md for the measured difference.
         """
         if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
             raise ConfigError(f"an orbit needs n_views >= 1, got {n_views!r}")

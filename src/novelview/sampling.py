@@ -432,8 +432,8 @@ def generate_views(
     Plain mode conditions every target on ``source`` only, ``batch_size`` targets denoised together (``source``
     may also hold one condition view per target: ``[N,3,H,W]`` / ``[N,4,4]`` / ``[N,3,3]``).
     Stochastic mode (3DiM) generates the targets one after another, by increasing angle to the source camera
-    (``order="nearest"``, ties as given; ``"given"``: in the given order, as 3DiM); at every step of a target the condition is drawn
-    uniformly from ``{source} ∪ {targets generated before it}`` with their cameras. ``on_choice(n, index)``
+    (``order="nearest"``, ties as given; ``"given"``: in the given order, as 3DiM); at every step of a target
+    the condition is drawn uniformly from ``{source} ∪ {targets generated before it}`` with their cameras. ``on_choice(n, index)``
     observes those draws for target ``n`` (index 0 = source, ``i`` = the i-th target generated). Outputs are in
     the given order either way. ``progress(done, total)`` counts denoising steps over the whole call.
     """

@@ -206,11 +206,10 @@ class XUNet(nn.Module):
         # Forward order of the blocks: down blocks and downsamplers, middle, up blocks and upsamplers. The
         # condition frame is dropped right after the last one with cross-frame attention (-1: none has any,
         # so only channel concatenation, if any, ever mixes the frames and it is dropped after conv_in).
-        order = [b for lv in self.down for b in [*lv.blocks, getattr(lv, "downsample", None)] if b is not None]
-        order += [self.middle]
-        order += [b for i in reversed(range(levels)) for b in [*self.up[i].blocks, getattr(self.up[i], "upsample", None)]
-                  if b is not None]
-        attending = [n for n, b in enumerate(order) if isinstance(b, XUNetBlock) and not isinstance(b.attn, nn.Identity)]
+        order = [*(b for lv in self.down for b in [*lv.blocks, getattr(lv, "downsample", None)]), self.middle]
+        order += [b for lv in reversed(self.up) for b in [*lv.blocks, getattr(lv, "upsample", None)]]
+        attending = [n for n, b in enumerate(b for b in order if b is not None)
+                     if isinstance(b, XUNetBlock) and not isinstance(b.attn, nn.Identity)]
         self.last_cross_attention = attending[-1] if attending else -1
 
         self.norm_out = group_norm(ch, c.norm_groups)
