@@ -29,6 +29,7 @@ from novelview.data.formats.blender import write_blender
 from novelview.data.formats.pairs import ImpliedCameras
 from novelview.data.formats.srn import read_depth
 from novelview.data.synthetic import SynthConfig, generate
+from novelview.errors import ConfigError
 from novelview.errors import DataError, PoseError
 
 SIZE = 24
@@ -97,6 +98,15 @@ def test_synth_is_deterministic(synth_dir: Path, tmp_path: Path) -> None:
     assert tree_bytes(again) == tree_bytes(synth_dir)
     other = generate(tmp_path / "other", SynthConfig(objects=1, views=6, size=SIZE, seed=4), progress=False)
     assert tree_bytes(other)["obj_00000/rgb/000000.png"] != tree_bytes(synth_dir)["obj_00000/rgb/000000.png"]
+
+
+def test_synth_workers_write_the_same_bytes(synth_dir: Path, tmp_path: Path) -> None:
+    """Spawned rendering processes change the speed, never the dataset."""
+    parallel = generate(tmp_path / "par", SynthConfig(objects=3, views=6, size=SIZE, seed=3), progress=False, workers=2)
+    assert tree_bytes(parallel) == tree_bytes(synth_dir)
+    with pytest.raises(ConfigError, match="--workers"):
+        generate(tmp_path / "bad", SynthConfig(objects=1, views=2, size=8), progress=False, workers=0)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_synth_object_does_not_depend_on_object_count(synth_dir: Path, tmp_path: Path) -> None:

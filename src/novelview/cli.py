@@ -40,6 +40,7 @@ def data_synth(
     elevation: tuple[float, float] = typer.Option((-10.0, 45.0), "--elevation", help="MIN MAX camera elevation, degrees."),
     max_primitives: int = typer.Option(4, "--max-primitives", help="Primitives per object (1..N)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
+    workers: int = typer.Option(1, "--workers", help="Rendering processes (same bytes for any number)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Render a procedural multi-view dataset (SRN layout + depth + masks + dataset.json)."""
@@ -48,7 +49,7 @@ def data_synth(
 
     cams = CameraDistribution(radius=radius, fov_deg=fov, elevation_range=(elevation[0], elevation[1]))
     cfg = SynthConfig(objects=objects, views=views, size=size, seed=seed, cameras=cams, max_primitives=max_primitives)
-    generate(out, cfg, overwrite=overwrite, progress=not quiet)
+    generate(out, cfg, overwrite=overwrite, progress=not quiet, workers=workers)
     typer.echo(f"wrote {objects} objects x {views} views at {size}x{size} to {out}")
 
 

@@ -30,8 +30,9 @@ import json
 import math
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
+from multiprocessing import get_context
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -472,26 +473,53 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _render_and_write(cfg: SynthConfig, index: int, out: str) -> int:
+    """One object, start to finish, in a worker process (module level so that spawn can import it)."""
+    with _torch_threads(1):
+        return write_object_views(Path(out) / object_name(index), render_object(cfg, index))
+
+
 def generate(
     out: str | Path,
     cfg: SynthConfig,
     overwrite: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Write the procedural dataset to ``out`` atomically (see the module docstring).
 
-    Rendering (torch, one thread) overlaps with PNG encoding and file writes (a small thread pool; PIL and
-    file I/O release the GIL), which keeps both cores of a small machine busy.
+    ``workers=1``: rendering (torch, one thread) overlaps with PNG encoding and file writes (a small thread
+    pool; PIL and file I/O release the GIL), which keeps both cores of a small machine busy. ``workers=N``:
+    N spawned processes each render and write whole objects, for machines with many cores. Objects depend only
+    on ``(seed, index)``, so the bytes are the same either way.
     """
     from tqdm.auto import tqdm
 
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
-    with (
-        atomic_directory(out, overwrite=overwrite) as tmp,
-        ThreadPoolExecutor(max_workers=2) as pool,
-        _torch_threads(1),
-    ):
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         bar = tqdm(total=cfg.objects * cfg.views, unit="view", desc="synth", disable=not progress)
+        if workers == 1:
+            _generate_here(cfg, tmp, bar)
+        else:
+            # spawn: fresh interpreters, no OpenMP thread pool inherited from this process.
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                pending: deque[Future[int]] = deque()
+                for i in range(cfg.objects):
+                    pending.append(pool.submit(_render_and_write, cfg, i, str(tmp)))
+                    while len(pending) > 4 * workers:  # bounded queue, progress in object order
+                        bar.update(pending.popleft().result())
+                while pending:
+                    bar.update(pending.popleft().result())
+        bar.close()
+        # No timings or dates in here: the same settings must give the same bytes.
+        write_text_atomic(tmp / "dataset.json", json.dumps(dataset_json(cfg), indent=2) + "\n")
+    return out
+
+
+def _generate_here(cfg: SynthConfig, tmp: Path, bar: Any) -> None:
+    with ThreadPoolExecutor(max_workers=2) as pool, _torch_threads(1):
         pending: deque[Future[int]] = deque()
         for i in range(cfg.objects):
             views = render_object(cfg, i)
@@ -500,10 +528,6 @@ def generate(
                 bar.update(pending.popleft().result())
         while pending:
             bar.update(pending.popleft().result())
-        bar.close()
-        # No timings or dates in here: the same settings must give the same bytes.
-        write_text_atomic(tmp / "dataset.json", json.dumps(dataset_json(cfg), indent=2) + "\n")
-    return out
 
 
 __all__ = [
