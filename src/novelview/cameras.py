@@ -17,6 +17,7 @@ All functions take and return torch tensors with arbitrary leading batch dimensi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -352,6 +353,72 @@ def angle_between_views(pose_a: Tensor, pose_b: Tensor) -> Tensor:
     return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Lens distortion (read from nerfstudio / instant-ngp transforms; removed when views are loaded)
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """Lens distortion as nerfstudio and instant-ngp store it, in normalised image coordinates
+    ``x = (u - cx) / fx``, ``y = (v - cy) / fy``.
+
+    * ``"opencv"`` (Brown-Conrady): ``r² = x² + y²``, radial factor ``1 + k1 r² + k2 r⁴ + k3 r⁶ + k4 r⁸``,
+      tangential ``x += 2 p1 x y + p2 (r² + 2 x²)``, ``y += p1 (r² + 2 y²) + 2 p2 x y`` (nerfstudio's
+      perspective model; COLMAP's OPENCV / RADIAL / SIMPLE_RADIAL are its special cases).
+    * ``"fisheye"`` (OpenCV fisheye, equidistant): ``θ = atan(r)``, distorted radius
+      ``θ (1 + k1 θ² + k2 θ⁴ + k3 θ⁶ + k4 θ⁸)``.
+    """
+
+    model: str = "opencv"
+    k1: float = 0.0
+    k2: float = 0.0
+    k3: float = 0.0
+    k4: float = 0.0
+    p1: float = 0.0
+    p2: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.model not in ("opencv", "fisheye"):
+            raise ValueError(f"unknown distortion model {self.model!r}: choose opencv or fisheye")
+
+    @property
+    def is_identity(self) -> bool:
+        """No distortion at all (an OpenCV model with every coefficient zero); a fisheye never is."""
+        return self.model == "opencv" and not any((self.k1, self.k2, self.k3, self.k4, self.p1, self.p2))
+
+
+def distort(xy: Tensor, distortion: Distortion) -> Tensor:
+    """Where the lens puts ideal (pinhole) normalised coordinates ``xy [..., 2]``: distorted ``[..., 2]``."""
+    d = distortion
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    if d.model == "fisheye":
+        r = r2.sqrt()
+        theta = torch.atan(r)
+        t2 = theta * theta
+        theta_d = theta * (1 + t2 * (d.k1 + t2 * (d.k2 + t2 * (d.k3 + t2 * d.k4))))
+        scale = torch.where(r > 1e-12, theta_d / r.clamp_min(1e-12), torch.ones_like(r))
+        return xy * scale[..., None]
+    radial = 1 + r2 * (d.k1 + r2 * (d.k2 + r2 * (d.k3 + r2 * d.k4)))
+    xd = x * radial + 2 * d.p1 * x * y + d.p2 * (r2 + 2 * x * x)
+    yd = y * radial + d.p1 * (r2 + 2 * y * y) + 2 * d.p2 * x * y
+    return torch.stack([xd, yd], dim=-1)
+
+
+def undistortion_map(k: Tensor, height: int, width: int, distortion: Distortion) -> Tensor:
+    """``[H, W, 2]`` (u, v) positions in the *distorted* image, in pixels, of every pixel centre of the
+    undistorted image that has the same ``K`` and size: sampling the photo there removes the distortion."""
+    k = k.double()
+    fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    v, u = torch.meshgrid(
+        torch.arange(height, dtype=torch.float64) + 0.5, torch.arange(width, dtype=torch.float64) + 0.5, indexing="ij"
+    )
+    xy = torch.stack([(u - cx) / fx, (v - cy) / fy], dim=-1)
+    xy_d = distort(xy, distortion)
+    return torch.stack([xy_d[..., 0] * fx + cx, xy_d[..., 1] * fy + cy], dim=-1)
+
+
 def fov_of(k: Tensor, width: int) -> Tensor:
     """Horizontal field of view (degrees) of intrinsics ``k`` for an image ``width`` pixels wide."""
     return fov_from_focal(k[..., 0, 0], width)
@@ -359,6 +426,9 @@ def fov_of(k: Tensor, width: int) -> Tensor:
 
 __all__ = [
     "WORLD_UP",
+    "Distortion",
+    "distort",
+    "undistortion_map",
     "angle_between_views",
     "center_crop_box",
     "crop_intrinsics",

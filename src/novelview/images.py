@@ -284,6 +284,31 @@ def load_image(
     return uint8_to_tensor(load_rgb_uint8(src, size, crop, max_pixels, name))
 
 
+def mask_channel(img: Image.Image) -> Image.Image:
+    """The 8-bit mask an image stands for: its alpha channel if it has one, else its luminance."""
+    if "A" in img.mode or "transparency" in img.info:
+        return img.convert("RGBA").getchannel("A")
+    if img.mode == "L":
+        return img
+    return img.convert("L") if img.mode in ("RGB", "P", "1") else _high_bit_to_l(img)
+
+
+def remap(img: Image.Image, positions: Tensor, fill: int) -> Image.Image:
+    """Resample an 8-bit RGB or L image at ``positions [H, W, 2]`` ((u, v) in pixels, pixel centres at +0.5;
+    bilinear), ``fill`` where they fall outside it. Used to undistort photos (``cameras.undistortion_map``)."""
+    arr = torch.from_numpy(np.array(img, dtype=np.float32))
+    arr = (arr[..., None] if arr.ndim == 2 else arr).permute(2, 0, 1)[None]
+    ones = torch.ones_like(arr[:, :1])
+    grid = torch.stack([positions[..., 0] / img.width, positions[..., 1] / img.height], dim=-1) * 2 - 1
+    sampled = torch.nn.functional.grid_sample(
+        torch.cat([arr, ones], dim=1), grid[None].float(), mode="bilinear", padding_mode="zeros", align_corners=False
+    )[0]
+    inside = sampled[-1:]
+    out = sampled[:-1] + fill * (1 - inside)
+    out = out.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(out[..., 0] if img.mode == "L" else out)
+
+
 def load_mask(
     src: ImageSource,
     size: int | None = None,
@@ -301,10 +326,7 @@ def load_mask(
         img = src
     else:
         img = open_image(src, max_pixels=max_pixels, name=name, exif_transpose=exif_transpose)  # type: ignore[arg-type]
-    if "A" in img.mode or "transparency" in img.info:
-        img = img.convert("RGBA").getchannel("A")
-    elif img.mode != "L":
-        img = img.convert("L") if img.mode in ("RGB", "P", "1") else _high_bit_to_l(img)
+    img = mask_channel(img)
     top, left, side = square_box(img.height, img.width, crop)
     if crop == "center":
         img = img.crop((left, top, left + side, top + side))
@@ -394,9 +416,11 @@ __all__ = [
     "load_mask",
     "load_rgb_uint8",
     "make_grid",
+    "mask_channel",
     "open_image",
     "pil_to_tensor",
     "read_rgb",
+    "remap",
     "resize",
     "save_image",
     "square",

@@ -22,6 +22,7 @@ class DatasetReport:
     cameras: dict[str, float] = field(default_factory=dict)
     has_masks: bool = False
     has_depth: bool = False
+    distorted_views: int = 0  # views with lens distortion (undistorted when loaded)
     settings: dict[str, Any] = field(default_factory=dict)
     files_checked: int = 0
     problems: list[str] = field(default_factory=list)
@@ -47,6 +48,8 @@ class DatasetReport:
                            f"elevation {c['elevation_min']:.1f} to {c['elevation_max']:.1f} deg "
                            f"(mean {c['elevation_mean']:.1f}), horizontal FOV {c['fov_deg']:.2f} deg")
             out.append(f"extras:     masks {'yes' if self.has_masks else 'no'}, depth {'yes' if self.has_depth else 'no'}")
+            if self.distorted_views:
+                out.append(f"lens:       {self.distorted_views} views with lens distortion (undistorted when loaded)")
             gen = self.settings.get("generator")
             if gen:
                 out.append(f"generator:  {gen} (seed {self.settings.get('seed')})")
@@ -89,6 +92,7 @@ def inspect_dataset(path: str | Path, format: str = "auto", decode: bool = True,
         report.cameras = camera_statistics(scenes)
         report.has_masks = all(s.mask_paths is not None for s in scenes)
         report.has_depth = all(s.depth_paths is not None for s in scenes)
+        report.distorted_views = sum(sum(d is not None for d in s.distortion or []) for s in scenes)
     return report
 
 

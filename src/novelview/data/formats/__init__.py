@@ -18,17 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from torch import Tensor
 
 from novelview import cameras
 from novelview.data.formats.blender import find_scenes as _blender_scenes
 from novelview.data.formats.blender import read_blender
 from novelview.data.formats.pairs import ImpliedCameras, is_mvc_dataset, is_ring_dataset, read_mvc, read_rings
-from novelview.data.formats.scene import Problems, Scene, SceneCollection, camera_statistics
+from novelview.data.formats.scene import Problems, Scene, SceneCollection, camera_statistics, list_subdirs
 from novelview.data.formats.srn import find_objects as _srn_objects
 from novelview.data.formats.srn import read_srn
 from novelview.errors import DataError, NovelviewError
-from novelview.images import Crop, load_mask, open_image, read_rgb, resize, square, square_box, uint8_to_tensor
+from novelview.images import (
+    Crop,
+    load_mask,
+    mask_channel,
+    open_image,
+    read_rgb,
+    remap,
+    resize,
+    square,
+    square_box,
+    uint8_to_tensor,
+)
 
 FORMATS = ("srn", "blender", "ring", "mvc")
 
@@ -50,9 +62,14 @@ def detect_format(path: str | Path) -> str:
         return "ring"
     if is_mvc_dataset(path):
         return "mvc"
+    nested = [d for d in list_subdirs(path)[:50] if _blender_scenes(d) or _srn_objects(d)]
+    hint = ""
+    if nested:  # e.g. pixelNeRF's srn_cars/ holding cars_train/, cars_val/, cars_test/
+        hint = f"; it holds datasets one level down: point at one of them, e.g. {', '.join(str(d) for d in nested[:3])}"
     raise DataError(
         f"{path}: unrecognised dataset layout; expected SRN (<object>/rgb, pose, intrinsics.txt), "
         "Blender (transforms_*.json), rings (<object>/000.png, 001.png, ...) or MVC pairs (<item>/1.jpg + 3.jpg)"
+        + hint
     )
 
 
@@ -92,11 +109,26 @@ def open_dataset(path: str | Path, format: str = "auto", strict: bool = True, **
 # ---------------------------------------------------------------------------------------------------------
 
 
-def view_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int], size: int | None, crop: Crop = "center") -> Tensor:
-    """K of view ``i`` after the image (actually ``disk_hw`` on disk) is squared and resized to ``size``."""
+def disk_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int]) -> Tensor:
+    """K (float64) of view ``i`` for its image as stored, ``disk_hw`` pixels."""
     k = scene.intrinsics[i].double()
     if tuple(disk_hw) != tuple(scene.image_size):
         k = cameras.resize_intrinsics(k, scene.image_size, disk_hw)
+    return k
+
+
+def _undistort(scene: Scene, i: int, img: Image.Image, fill: int) -> Image.Image:
+    """View ``i``'s stored pixels (RGB or mask) as the pinhole camera of its intrinsics would see them."""
+    distortion = scene.distortion[i] if scene.distortion is not None else None
+    if distortion is None:
+        return img
+    k = disk_intrinsics(scene, i, (img.height, img.width))
+    return remap(img, cameras.undistortion_map(k, img.height, img.width, distortion), fill)
+
+
+def view_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int], size: int | None, crop: Crop = "center") -> Tensor:
+    """K of view ``i`` after the image (actually ``disk_hw`` on disk) is squared and resized to ``size``."""
+    k = disk_intrinsics(scene, i, disk_hw)
     top, left, side = square_box(disk_hw[0], disk_hw[1], crop)
     k = cameras.crop_intrinsics(k, top, left)
     if size is not None:
@@ -110,6 +142,7 @@ def load_view_uint8(scene: Scene, i: int, size: int | None, crop: Crop = "center
         raise IndexError(f"scene {scene.name} has {scene.num_views} views, asked for view {i}")
     path = scene.image_paths[i]
     img = read_rgb(path, name=str(path), exif_transpose=False)  # calibration describes the stored pixels
+    img = _undistort(scene, i, img, fill=255)
     k = view_intrinsics(scene, i, (img.height, img.width), size, crop)
     img = square(img, crop)
     if size is not None:
@@ -128,7 +161,11 @@ def load_view_mask(scene: Scene, i: int, size: int | None, crop: Crop = "center"
     """Foreground mask ``[1, S, S]`` in [0, 1] of view ``i`` (None when the dataset has none)."""
     if scene.mask_paths is None:
         return None
-    return load_mask(scene.mask_paths[i], size, crop, exif_transpose=False)
+    path = scene.mask_paths[i]
+    if scene.distortion is None or scene.distortion[i] is None:
+        return load_mask(path, size, crop, exif_transpose=False)
+    mask = mask_channel(open_image(path, name=str(path), exif_transpose=False))
+    return load_mask(_undistort(scene, i, mask, fill=0), size, crop)
 
 
 def check_images(collection: SceneCollection, problems: Problems) -> int:

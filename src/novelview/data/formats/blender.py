@@ -11,8 +11,15 @@ Reading (one scene per folder holding transforms files; a dataset root is one su
 Poses are validated and converted to OpenCV with :func:`novelview.cameras.opengl_to_opencv`. Frames of all
 splits present (train, val, test, or a single ``transforms.json``) become the views of one scene; object-level
 splits are made later by :class:`novelview.data.views.MultiViewDataset`. Images with alpha are composited on
-white when loaded and their alpha is the mask. Intrinsics refer to ``w``/``h`` when given and are rescaled to
-the size of the images actually on disk.
+white when loaded and their alpha is the mask (when every view has alpha). Intrinsics refer to ``w``/``h`` when
+given (else to the frame's own image) and are rescaled to the size of the images actually on disk; frames may
+differ in size. A ``transform_matrix`` may also be the top 3x4 rows.
+
+Lenses (nerfstudio / instant-ngp): ``camera_model`` ``PINHOLE``, ``SIMPLE_PINHOLE``, ``SIMPLE_RADIAL``,
+``RADIAL``, ``OPENCV`` (default) or ``OPENCV_FISHEYE`` (or instant-ngp's ``"is_fisheye": true``) with
+``k1 k2 k3 k4 p1 p2`` (top level or per frame; see :class:`novelview.cameras.Distortion`). Distorted views are
+undistorted when loaded, to the pinhole camera with the same ``K`` and size (regions outside the photo become
+white background). Other models (``EQUIRECTANGULAR``, ...) are refused with a message naming the frame.
 
 Writing (:func:`write_blender`, :class:`BlenderSceneWriter`) produces the same layout as RGBA PNGs (alpha =
 mask when known), exact intrinsics (``fl_x fl_y cx cy w h`` besides ``camera_angle_x``) and an optional
@@ -38,6 +45,7 @@ from novelview.data.formats.scene import (
     Problems,
     Scene,
     SceneCollection,
+    as_4x4,
     image_header_size,
     list_subdirs,
 )
@@ -77,14 +85,16 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _resolve_image(json_path: Path, file_path: str) -> Path:
-    """``file_path`` relative to the json, with or without an image extension."""
-    base = json_path.parent / file_path
+    """``file_path`` relative to the json, with or without an image extension (any case); Windows separators
+    (colmap2nerf on Windows writes them) are read as ``/``."""
+    base = json_path.parent / file_path.replace("\\", "/")
     if base.is_file():
         return base
     for suffix in IMAGE_SUFFIXES:
-        candidate = base.with_name(base.name + suffix)
-        if candidate.is_file():
-            return candidate
+        for variant in (suffix, suffix.upper()):
+            candidate = base.with_name(base.name + variant)
+            if candidate.is_file():
+                return candidate
     raise DataError(f"{json_path}: image {file_path!r} not found (looked for {base} with and without an extension)")
 
 
@@ -131,6 +141,25 @@ def _frame_intrinsics(
 
 
 _CAMERA_KEYS = ("camera_angle_x", "camera_angle_y", "fl_x", "fl_y", "cx", "cy", "w", "h")
+_LENS_KEYS = ("camera_model", "is_fisheye", "k1", "k2", "k3", "k4", "p1", "p2")
+# nerfstudio / COLMAP camera models, by the distortion model that covers them (None: no distortion).
+_PERSPECTIVE_MODELS = {"PINHOLE": None, "SIMPLE_PINHOLE": None, "SIMPLE_RADIAL": "opencv", "RADIAL": "opencv",
+                       "OPENCV": "opencv", "OPENCV_FISHEYE": "fisheye"}
+
+
+def _frame_distortion(cam: dict[str, Any], where: str) -> cameras.Distortion | None:
+    """The frame's lens distortion (nerfstudio ``camera_model`` + ``k1..k4, p1, p2``; instant-ngp
+    ``is_fisheye``), or None for a pinhole. Models that are not a perspective lens are refused."""
+    name = str(cam.get("camera_model", "OPENCV")).upper()
+    if name not in _PERSPECTIVE_MODELS:
+        raise DataError(f"{where}: camera_model {cam['camera_model']!r} is not supported (only perspective lenses: "
+                        f"{', '.join(_PERSPECTIVE_MODELS)}); convert the images to a pinhole camera first")
+    model = "fisheye" if cam.get("is_fisheye") is True else _PERSPECTIVE_MODELS[name]
+    coeffs = {k: _number(cam[k], k, where) for k in ("k1", "k2", "k3", "k4", "p1", "p2") if k in cam}
+    if model is None:
+        return None
+    distortion = cameras.Distortion(model, **coeffs)
+    return None if distortion.is_identity else distortion
 
 
 def read_scene(folder: Path, problems: Problems) -> Scene | None:
@@ -139,16 +168,17 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
     depth_paths: list[Path | None] = []
     poses: list[Tensor] = []
     ks: list[Tensor] = []
-    disk_hw: tuple[int, int] | None = None
+    lenses: list[cameras.Distortion | None] = []
+    alpha: list[bool] = []
+    scene_hw: tuple[int, int] | None = None
     depth_scale: float | None = None
-    has_alpha = False
     for json_path in transforms_files(folder):
         try:
             data = _load_json(json_path)
         except NovelviewError as err:
             problems.add(err)
             continue
-        top = {k: data[k] for k in _CAMERA_KEYS if k in data}
+        top = {k: data[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in data}
         if "depth_scale" in data:
             depth_scale = float(data["depth_scale"])
         for i, frame in enumerate(data["frames"]):
@@ -159,27 +189,33 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
                 where = f"{json_path}: frames[{i}] ({frame['file_path']})"
                 image = _resolve_image(json_path, str(frame["file_path"]))
                 try:
-                    matrix = torch.tensor(frame["transform_matrix"], dtype=torch.float64)
+                    matrix = as_4x4(torch.tensor(frame["transform_matrix"], dtype=torch.float64))
                 except (TypeError, ValueError):
                     raise DataError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
                 cameras.validate_pose(matrix, name=where)
-                if disk_hw is None:
-                    disk_hw = image_header_size(image)
-                    with Image.open(image) as im:
-                        has_alpha = "A" in im.mode or "transparency" in im.info
-                cam = {**top, **{k: frame[k] for k in _CAMERA_KEYS if k in frame}}
+                disk_hw = image_header_size(image)
+                cam = {**top, **{k: frame[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in frame}}
                 k = _frame_intrinsics(cam, disk_hw, where)
+                lens = _frame_distortion(cam, where)
+                with Image.open(image) as im:
+                    has_alpha = "A" in im.mode or "transparency" in im.info
                 depth = None
                 if "depth_file_path" in frame:
                     depth = _resolve_image(json_path, str(frame["depth_file_path"]))
             except NovelviewError as err:
                 problems.add(err)
                 continue
+            # A scene's intrinsics refer to one image size (the first frame's); other sizes are rescaled on load.
+            scene_hw = scene_hw or disk_hw
+            if disk_hw != scene_hw:
+                k = cameras.resize_intrinsics(k, disk_hw, scene_hw)
             image_paths.append(image)
             poses.append(cameras.opengl_to_opencv(matrix).to(torch.float32))
             ks.append(k.to(torch.float32))
+            lenses.append(lens)
+            alpha.append(has_alpha)
             depth_paths.append(depth)
-    if not image_paths or disk_hw is None:
+    if not image_paths or scene_hw is None:
         if len(problems.messages) == n_problems:  # nothing else explains why the scene is empty
             problems.add(DataError(f"{folder}: the transforms files list no frames"))
         return None
@@ -188,12 +224,14 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
         image_paths=image_paths,
         poses=torch.stack(poses),
         intrinsics=torch.stack(ks),
-        image_size=disk_hw,
-        mask_paths=list(image_paths) if has_alpha else None,
+        image_size=scene_hw,
+        # Alpha is the mask only when every view has one: an RGB view has no mask to offer.
+        mask_paths=list(image_paths) if all(alpha) else None,
         depth_paths=list(depth_paths) if all(d is not None for d in depth_paths) else None,  # type: ignore[arg-type]
         depth_scale=depth_scale if all(d is not None for d in depth_paths) else None,
         root=folder,
         format="blender",
+        distortion=lenses if any(d is not None for d in lenses) else None,
     )
 
 

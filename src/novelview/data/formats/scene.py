@@ -38,6 +38,9 @@ class Scene:
     depth_scale: float | None = None  # stored value / depth_scale = depth in scene units
     root: Path | None = None  # the object's folder (or the json file's folder)
     format: str = ""  # "srn" | "blender" | "ring" | "mvc"
+    # Per-view lens distortion (None: a pinhole view); removed when the view is loaded, so ``intrinsics``
+    # describe the loaded (undistorted) pixels.
+    distortion: list[cameras.Distortion | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.image_paths)
@@ -45,7 +48,8 @@ class Scene:
             raise DataError(f"scene {self.name}: {n} images but poses of shape {tuple(self.poses.shape)}")
         if self.intrinsics.shape != (n, 3, 3):
             raise DataError(f"scene {self.name}: {n} images but intrinsics of shape {tuple(self.intrinsics.shape)}")
-        for label, paths in (("masks", self.mask_paths), ("depth maps", self.depth_paths)):
+        for label, paths in (("masks", self.mask_paths), ("depth maps", self.depth_paths),
+                             ("distortion entries", self.distortion)):
             if paths is not None and len(paths) != n:
                 raise DataError(f"scene {self.name}: {n} images but {len(paths)} {label}")
 
@@ -141,13 +145,22 @@ def read_numbers(path: Path) -> list[float]:
 
 
 def read_pose_file(path: Path) -> Tensor:
-    """A 4x4 camera-to-world matrix stored as one line of 16 numbers or 4 lines of 4; validated."""
+    """A 4x4 camera-to-world matrix stored as 16 numbers (or 12: the top 3x4 rows); validated."""
     numbers = read_numbers(path)
-    if len(numbers) != 16:
-        raise DataError(f"{path}: a pose file needs 16 numbers (4x4 camera-to-world), found {len(numbers)}")
-    pose = torch.tensor(numbers, dtype=torch.float64).reshape(4, 4)
+    if len(numbers) not in (12, 16):
+        raise DataError(f"{path}: a pose file needs 16 numbers (4x4 camera-to-world) or 12 (its top 3x4 rows), "
+                        f"found {len(numbers)}")
+    pose = as_4x4(torch.tensor(numbers, dtype=torch.float64).reshape(-1, 4))
     cameras.validate_pose(pose, name=str(path))
     return pose.to(torch.float32)
+
+
+def as_4x4(matrix: Tensor) -> Tensor:
+    """A stored 3x4 ``[R | t]`` as the 4x4 pose it abbreviates; any other shape as given, so that pose
+    validation reports what is wrong with it."""
+    if tuple(matrix.shape) == (3, 4):
+        return cameras.make_pose(matrix[:, :3], matrix[:, 3])
+    return matrix
 
 
 def image_header_size(path: Path) -> tuple[int, int]:
@@ -207,6 +220,7 @@ __all__ = [
     "Scene",
     "SceneCollection",
     "camera_statistics",
+    "as_4x4",
     "image_header_size",
     "list_images",
     "list_subdirs",

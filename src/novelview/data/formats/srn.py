@@ -3,12 +3,14 @@
 Layout of one object folder::
 
     <object>/rgb/000000.png ...       images (any name; matched to poses by file stem)
-    <object>/pose/000000.txt ...      4x4 camera-to-world, OpenCV axes: one line of 16 numbers or 4 lines of 4
+    <object>/pose/000000.txt ...      4x4 camera-to-world, OpenCV axes: 16 numbers (one line, or 4 lines of
+                                      4); 12 numbers are the top 3x4 rows
     <object>/intrinsics.txt           line 1 `f cx cy 0.`, line 2 `0. 0. 0.`, line 3 `1.`, line 4 `H W`
+                                      (or a bare 3x3 K matrix)
     <object>/mask/000000.png          optional, 8-bit, 255 = object
     <object>/depth/000000.png         optional, 16-bit, depth along the optical axis (z) x depth_scale; 0 = none
 
-The intrinsics refer to images of size ``H W`` (line 4); when the images on disk have another size the
+The intrinsics refer to images of size ``H W`` (the last line); when the images on disk have another size the
 intrinsics are rescaled to it. A dataset root is either one object folder or a folder of object folders; a
 ``dataset.json`` at the root (written by `novelview data synth` / `data render`) may give ``depth.scale``.
 """
@@ -51,8 +53,12 @@ def find_objects(root: Path) -> list[Path]:
     return [d for d in list_subdirs(root) if is_srn_object(d)]
 
 
-def read_intrinsics(path: Path) -> tuple[float, float, float, tuple[int, int] | None]:
-    """``(f, cx, cy, (H, W) or None)`` from an SRN ``intrinsics.txt``."""
+def read_intrinsics(path: Path) -> tuple[float, float, float, float, tuple[int, int] | None]:
+    """``(fx, fy, cx, cy, (H, W) or None)`` from an SRN ``intrinsics.txt``.
+
+    The SRN layout: first line ``f cx cy 0.``, last line ``H W`` (read as pixelNeRF reads it, so blank or extra
+    lines in between do not matter). Also accepted: a bare 3x3 (or 4x4) K matrix, with no image size.
+    """
     try:
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
     except FileNotFoundError:
@@ -60,21 +66,38 @@ def read_intrinsics(path: Path) -> tuple[float, float, float, tuple[int, int] | 
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read ({err})") from None
     try:
-        first = [float(t) for t in lines[0]] if lines else []
-        hw_line = [float(t) for t in lines[3]] if len(lines) >= 4 else []
+        rows = [[float(t) for t in ln] for ln in lines]
     except ValueError as err:
         raise DataError(f"{path}: expected numbers ({err})") from None
-    if len(first) < 3:
-        raise DataError(f"{path}: line 1 must be `f cx cy 0.` (found {len(first)} numbers)")
-    f, cx, cy = first[:3]
-    if not all(np.isfinite([f, cx, cy])) or f <= 0:
-        raise DataError(f"{path}: invalid focal length / principal point {first[:3]}")
-    size = None
-    if hw_line:
-        if len(hw_line) < 2 or min(hw_line[:2]) <= 0 or not all(np.isfinite(hw_line[:2])):
-            raise DataError(f"{path}: line 4 must be the image size `H W`, found {lines[3]}")
-        size = (int(round(hw_line[0])), int(round(hw_line[1])))
-    return f, cx, cy, size
+    matrix = _k_matrix(rows)
+    if matrix is not None:
+        fx, fy, cx, cy = matrix
+        size = None
+    else:
+        first = rows[0] if rows else []
+        if len(first) < 3:
+            raise DataError(f"{path}: line 1 must be `f cx cy 0.` (found {len(first)} numbers)")
+        fx, cx, cy = first[:3]
+        fy = fx
+        size = None
+        last = rows[-1]
+        if len(rows) >= 2 and len(last) == 2:
+            if min(last) <= 0 or not all(np.isfinite(last)):
+                raise DataError(f"{path}: the last line must be the image size `H W`, found {lines[-1]}")
+            size = (int(round(last[0])), int(round(last[1])))
+    if not all(np.isfinite([fx, fy, cx, cy])) or fx <= 0 or fy <= 0:
+        raise DataError(f"{path}: invalid focal length / principal point {[fx, fy, cx, cy]}")
+    return fx, fy, cx, cy, size
+
+
+def _k_matrix(rows: list[list[float]]) -> tuple[float, float, float, float] | None:
+    """``(fx, fy, cx, cy)`` if ``rows`` are a 3x3 or 4x4 intrinsics matrix (zero skew), else None."""
+    n = len(rows)
+    if n not in (3, 4) or any(len(r) != n for r in rows):
+        return None
+    if rows[1][0] != 0 or rows[2][:3] != [0.0, 0.0, 1.0]:
+        return None
+    return rows[0][0], rows[1][1], rows[0][2], rows[1][2]
 
 
 def _dataset_settings(root: Path) -> dict[str, Any]:
@@ -90,7 +113,7 @@ def _dataset_settings(root: Path) -> dict[str, Any]:
 def read_object(folder: Path, problems: Problems, depth_scale: float | None = None) -> Scene | None:
     """One SRN object folder -> Scene (None, with problems recorded, if it is unusable in lenient mode)."""
     try:
-        f, cx, cy, stored_hw = read_intrinsics(folder / "intrinsics.txt")
+        fx, fy, cx, cy, stored_hw = read_intrinsics(folder / "intrinsics.txt")
     except NovelviewError as err:
         problems.add(err)
         return None
@@ -141,7 +164,7 @@ def read_object(folder: Path, problems: Problems, depth_scale: float | None = No
     except NovelviewError as err:
         problems.add(err)
         return None
-    k = cameras.intrinsics(torch.tensor(f, dtype=torch.float64), cx, cy)
+    k = cameras.intrinsics(torch.tensor(fx, dtype=torch.float64), cx, cy, fy=fy)
     if stored_hw is not None and stored_hw != disk_hw:
         k = cameras.resize_intrinsics(k, stored_hw, disk_hw)
     return Scene(

@@ -1,0 +1,199 @@
+"""Readers on data as other tools write it: SRN intrinsics/pose variants, nerfstudio / instant-ngp transforms
+(mixed image sizes, lens distortion, Windows paths, 3x4 matrices), unpadded rings, nested dataset roots."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from novelview import cameras
+from novelview.data.formats import detect_format, load_view, load_view_mask, open_dataset
+from novelview.data.info import inspect_dataset
+from novelview.errors import DataError
+
+from conftest import SYNTH_SIZE as SIZE
+
+IDENTITY_GL = [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 3.0], [0, 0, 0, 1]]
+
+
+def _scene_json(root: Path, frames: list[dict], **top: object) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "transforms.json").write_text(json.dumps({**top, "frames": frames}))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# SRN
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_srn_intrinsics_read_like_pixelnerf(synth_copy: Path) -> None:
+    """First line f cx cy, *last* line H W: a blank line in between must not hide the size."""
+    obj = synth_copy / "obj_00000"
+    f, cx, cy, _ = (float(x) for x in (obj / "intrinsics.txt").read_text().split()[:4])
+    (obj / "intrinsics.txt").write_text(f"{4 * f} {4 * cx} {4 * cy} 0.\n\n1.\n{4 * SIZE} {4 * SIZE}\n")
+    scene = open_dataset(synth_copy)[0]
+    assert scene.intrinsics[0, 0, 0].item() == pytest.approx(f, rel=1e-6)
+    assert scene.intrinsics[0, 0, 2].item() == pytest.approx(cx)
+
+
+def test_srn_intrinsics_as_a_3x3_matrix(synth_copy: Path) -> None:
+    obj = synth_copy / "obj_00000"
+    (obj / "intrinsics.txt").write_text("30.5 0 11.5\n0 31.5 12.5\n0 0 1\n")
+    k = open_dataset(synth_copy)[0].intrinsics[0]
+    assert torch.allclose(k, torch.tensor([[30.5, 0, 11.5], [0, 31.5, 12.5], [0, 0, 1]]))
+
+
+def test_srn_pose_file_with_the_top_3x4_rows(synth_copy: Path) -> None:
+    pose_file = synth_copy / "obj_00001" / "pose" / "000002.txt"
+    numbers = pose_file.read_text().split()
+    pose_file.write_text(" ".join(numbers[:12]) + "\n")
+    scene = open_dataset(synth_copy)[1]
+    assert torch.allclose(scene.poses[2], torch.tensor([float(x) for x in numbers]).reshape(4, 4))
+
+
+def test_nested_dataset_root_names_the_folders_to_use(synth_dir: Path, tmp_path: Path) -> None:
+    """pixelNeRF's srn_cars/ holds cars_train/, cars_test/: say which folder to point at."""
+    shutil.copytree(synth_dir, tmp_path / "srn_cars" / "cars_train")
+    with pytest.raises(DataError, match="one level down.*cars_train"):
+        open_dataset(tmp_path / "srn_cars")
+    assert detect_format(tmp_path / "srn_cars" / "cars_train") == "srn"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Blender / nerfstudio / instant-ngp
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_frames_of_different_sizes_keep_their_own_intrinsics(tmp_path: Path) -> None:
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 6), "red").save(root / "images" / "a.png")
+    Image.new("RGB", (16, 12), "blue").save(root / "images" / "b.png")
+    _scene_json(root, [
+        {"file_path": "images/a.png", "fl_x": 10.0, "cx": 4.0, "cy": 3.0, "transform_matrix": IDENTITY_GL},
+        {"file_path": "images/b.png", "fl_x": 20.0, "cx": 8.0, "cy": 6.0, "transform_matrix": IDENTITY_GL},
+    ])
+    scene = open_dataset(root)[0]
+    _, k_a = load_view(scene, 0, None)  # 8x6 centre-cropped to 6x6: one column off each side
+    _, k_b = load_view(scene, 1, None)  # 16x12 -> 12x12
+    assert torch.allclose(k_a, torch.tensor([[10.0, 0, 3.0], [0, 10.0, 3.0], [0, 0, 1]]))
+    assert torch.allclose(k_b, torch.tensor([[20.0, 0, 6.0], [0, 20.0, 6.0], [0, 0, 1]]))
+
+
+def test_alpha_is_the_mask_only_when_every_view_has_one(tmp_path: Path) -> None:
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (20, 20, 20)).save(root / "images" / "0.png")
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(root / "images" / "1.png")
+    frames = [{"file_path": f"images/{i}.png", "transform_matrix": IDENTITY_GL} for i in range(2)]
+    _scene_json(root, frames, camera_angle_x=0.7)
+    assert open_dataset(root)[0].mask_paths is None  # not the dark RGB view's luminance
+    Image.new("RGBA", (8, 8), (20, 20, 20, 255)).save(root / "images" / "0.png")
+    scene = open_dataset(root)[0]
+    assert scene.mask_paths is not None and load_view_mask(scene, 0, None).min().item() == 1.0
+
+
+def test_paths_and_matrices_as_other_tools_write_them(tmp_path: Path) -> None:
+    """colmap2nerf on Windows writes backslashes; extensionless paths may meet upper-case files; 3x4 poses."""
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(root / "images" / "0000.png")
+    Image.new("RGB", (8, 8), "blue").save(root / "images" / "0001.PNG")
+    _scene_json(root, [
+        {"file_path": ".\\images\\0000.png", "transform_matrix": IDENTITY_GL},
+        {"file_path": "images/0001", "transform_matrix": IDENTITY_GL[:3]},
+    ], camera_angle_x=0.7)
+    scene = open_dataset(root)[0]
+    assert [p.name for p in scene.image_paths] == ["0000.png", "0001.PNG"]
+    assert torch.allclose(scene.poses[0], scene.poses[1])
+
+
+def _dotted_photo(k: torch.Tensor, size: int, ideal: torch.Tensor, lens: cameras.Distortion) -> np.ndarray:
+    """White photo with a dark Gaussian dot wherever the lens images each ideal pixel position."""
+    fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    xy = torch.stack([(ideal[:, 0] - cx) / fx, (ideal[:, 1] - cy) / fy], dim=-1)
+    xy_d = cameras.distort(xy, lens)
+    centres = torch.stack([xy_d[:, 0] * fx + cx, xy_d[:, 1] * fy + cy], dim=-1)
+    v, u = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    dark = torch.zeros(size, size, dtype=torch.float64)
+    for cu, cv in centres:
+        dark = torch.maximum(dark, torch.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * 1.3**2)))
+    return (255 * (1 - dark)).round().clamp(0, 255).to(torch.uint8)[..., None].expand(size, size, 3).numpy()
+
+
+@pytest.mark.parametrize(
+    "lens_keys, lens",
+    [
+        ({"camera_model": "OPENCV", "k1": -0.25, "k2": 0.06, "p1": 0.01, "p2": -0.006},
+         cameras.Distortion("opencv", k1=-0.25, k2=0.06, p1=0.01, p2=-0.006)),
+        ({"camera_model": "OPENCV_FISHEYE", "k1": 0.08, "k2": 0.01},
+         cameras.Distortion("fisheye", k1=0.08, k2=0.01)),
+        ({"is_fisheye": True, "k1": 0.05}, cameras.Distortion("fisheye", k1=0.05)),  # instant-ngp
+    ],
+    ids=["opencv", "nerfstudio-fisheye", "instant-ngp-fisheye"],
+)
+def test_lens_distortion_is_removed_on_load(tmp_path: Path, lens_keys: dict, lens: cameras.Distortion) -> None:
+    """A point the lens moved comes back to where the pinhole camera of the file's K projects it."""
+    size, f = 64, 40.0
+    k = cameras.intrinsics(torch.tensor(f, dtype=torch.float64), 32.0, 32.0)
+    ideal = torch.tensor([[12.0, 14.0], [50.0, 16.0], [32.0, 32.0], [20.0, 50.0], [47.5, 44.5]], dtype=torch.float64)
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(_dotted_photo(k, size, ideal, lens)).save(root / "images" / "0.png")
+    Image.new("RGB", (size, size), "white").save(root / "images" / "1.png")
+    frames = [{"file_path": f"images/{i}.png", "transform_matrix": IDENTITY_GL} for i in range(2)]
+    _scene_json(root, frames, fl_x=f, fl_y=f, cx=32.0, cy=32.0, w=size, h=size, **lens_keys)
+    scene = open_dataset(root)[0]
+    assert scene.distortion is not None and scene.distortion[0] == lens
+    assert "lens:       2 views with lens distortion" in "\n".join(inspect_dataset(root).lines())
+    img, k_loaded = load_view(scene, 0, None)
+    assert torch.allclose(k_loaded.double(), k)
+    dark = (1 - img.mean(0).double()) / 2
+    v, u = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    for cu, cv in ideal:
+        window = ((u - cu).abs() <= 4) & ((v - cv).abs() <= 4)
+        w = dark * window
+        centroid = torch.stack([(w * u).sum(), (w * v).sum()]) / w.sum()
+        assert torch.allclose(centroid, torch.stack([cu, cv]), atol=0.3), (centroid, cu, cv)
+
+
+def test_zero_distortion_is_a_pinhole_and_other_lenses_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8), "red").save(root / "images" / f"{i}.png")
+    frames = [{"file_path": f"images/{i}.png", "transform_matrix": IDENTITY_GL} for i in range(2)]
+    _scene_json(root, frames, camera_angle_x=0.7, camera_model="OPENCV", k1=0.0, k2=0.0, p1=0.0, p2=0.0)
+    assert open_dataset(root)[0].distortion is None
+    frames[1]["camera_model"] = "EQUIRECTANGULAR"
+    _scene_json(root, frames, camera_angle_x=0.7)
+    with pytest.raises(DataError, match=r"frames\[1\].*camera_model 'EQUIRECTANGULAR' is not supported"):
+        open_dataset(root)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rings
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("names, numbers", [
+    (["0", "1", "2", "3", "4", "5"], [0, 1, 2, 3, 4, 5]),  # unpadded: all six views, not an MVC pair
+    (["000", "002", "004"], [0, 2, 4]),  # gaps keep their angles
+], ids=["unpadded", "gaps"])
+def test_ring_names(tmp_path: Path, names: list[str], numbers: list[int]) -> None:
+    obj = tmp_path / "obj"
+    obj.mkdir()
+    for n in names:
+        Image.new("RGB", (16, 16), "red").save(obj / f"{n}.png")
+    assert detect_format(tmp_path) == "ring"
+    scene = open_dataset(tmp_path)[0]
+    az, _, _ = cameras.pose_to_spherical(scene.poses.double())
+    assert torch.allclose(az, torch.tensor([60.0 * n for n in numbers], dtype=torch.float64), atol=1e-3)
+    assert math.isclose(cameras.fov_of(scene.intrinsics[0], 16).item(), 40.0, abs_tol=1e-3)
