@@ -15,6 +15,7 @@ from PIL import Image
 
 from novelview import cameras
 from novelview.data.formats import detect_format, load_view, load_view_mask, open_dataset
+from novelview.data.formats.blender import write_blender
 from novelview.data.info import inspect_dataset
 from novelview.errors import DataError
 
@@ -50,6 +51,27 @@ def test_srn_intrinsics_as_a_3x3_matrix(synth_copy: Path) -> None:
     assert torch.allclose(k, torch.tensor([[30.5, 0, 11.5], [0, 31.5, 12.5], [0, 0, 1]]))
 
 
+def test_srn_world_to_camera_flag(synth_copy: Path) -> None:
+    """SRN's optional 5th intrinsics line ``1``: the pose files hold world-to-camera matrices."""
+    obj = synth_copy / "obj_00000"
+    reference = open_dataset(synth_copy)[0].poses
+    for pose_file in (obj / "pose").glob("*.txt"):
+        pose = torch.tensor([float(x) for x in pose_file.read_text().split()], dtype=torch.float64).reshape(4, 4)
+        pose_file.write_text(" ".join(f"{v:.9f}" for v in cameras.invert_pose(pose).flatten().tolist()))
+    (obj / "intrinsics.txt").write_text((obj / "intrinsics.txt").read_text().rstrip("\n") + "\n1\n")
+    assert torch.allclose(open_dataset(synth_copy)[0].poses, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("30 12 12 0.\n0. 0. 0.\n1.\n24\n", "line 4 must be the image size"),
+    ("30 0.5 12\n0 30 12\n0 0 1\n", "skewed intrinsics"),
+], ids=["size-line", "skew"])
+def test_srn_intrinsics_errors(synth_copy: Path, text: str, words: str) -> None:
+    (synth_copy / "obj_00000" / "intrinsics.txt").write_text(text)
+    with pytest.raises(DataError, match=words):
+        open_dataset(synth_copy)
+
+
 def test_srn_pose_file_with_the_top_3x4_rows(synth_copy: Path) -> None:
     pose_file = synth_copy / "obj_00001" / "pose" / "000002.txt"
     numbers = pose_file.read_text().split()
@@ -72,19 +94,27 @@ def test_nested_dataset_root_names_the_folders_to_use(synth_dir: Path, tmp_path:
 
 
 def test_frames_of_different_sizes_keep_their_own_intrinsics(tmp_path: Path) -> None:
+    """Landscape and portrait photos in one capture: each frame's K is its own, on load, in `data info` and
+    when the scene is written back out."""
     root = tmp_path / "scene"
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (8, 6), "red").save(root / "images" / "a.png")
-    Image.new("RGB", (16, 12), "blue").save(root / "images" / "b.png")
+    Image.new("RGB", (12, 16), "blue").save(root / "images" / "b.png")
     _scene_json(root, [
         {"file_path": "images/a.png", "fl_x": 10.0, "cx": 4.0, "cy": 3.0, "transform_matrix": IDENTITY_GL},
-        {"file_path": "images/b.png", "fl_x": 20.0, "cx": 8.0, "cy": 6.0, "transform_matrix": IDENTITY_GL},
+        {"file_path": "images/b.png", "fl_x": 20.0, "fl_y": 21.0, "cx": 6.0, "cy": 8.0,
+         "transform_matrix": IDENTITY_GL},
     ])
     scene = open_dataset(root)[0]
     _, k_a = load_view(scene, 0, None)  # 8x6 centre-cropped to 6x6: one column off each side
-    _, k_b = load_view(scene, 1, None)  # 16x12 -> 12x12
+    _, k_b = load_view(scene, 1, None)  # 12x16 -> 12x12: two rows off the top
     assert torch.allclose(k_a, torch.tensor([[10.0, 0, 3.0], [0, 10.0, 3.0], [0, 0, 1]]))
-    assert torch.allclose(k_b, torch.tensor([[20.0, 0, 6.0], [0, 20.0, 6.0], [0, 0, 1]]))
+    assert torch.allclose(k_b, torch.tensor([[20.0, 0, 6.0], [0, 21.0, 6.0], [0, 0, 1]]))
+    assert inspect_dataset(root).problems == []
+    write_blender([scene], tmp_path / "out")
+    again = open_dataset(tmp_path / "out")[0]
+    for i in range(2):
+        assert torch.allclose(load_view(again, i, None)[1], load_view(scene, i, None)[1], atol=1e-5)
 
 
 def test_alpha_is_the_mask_only_when_every_view_has_one(tmp_path: Path) -> None:
@@ -106,12 +136,14 @@ def test_paths_and_matrices_as_other_tools_write_them(tmp_path: Path) -> None:
     (root / "images").mkdir(parents=True)
     Image.new("RGB", (8, 8), "red").save(root / "images" / "0000.png")
     Image.new("RGB", (8, 8), "blue").save(root / "images" / "0001.PNG")
+    Image.new("RGB", (8, 8), "green").save(root / "images" / "0002.Jpg")
     _scene_json(root, [
         {"file_path": ".\\images\\0000.png", "transform_matrix": IDENTITY_GL},
         {"file_path": "images/0001", "transform_matrix": IDENTITY_GL[:3]},
+        {"file_path": "images/0002.jpg", "transform_matrix": IDENTITY_GL},
     ], camera_angle_x=0.7)
     scene = open_dataset(root)[0]
-    assert [p.name for p in scene.image_paths] == ["0000.png", "0001.PNG"]
+    assert [p.name for p in scene.image_paths] == ["0000.png", "0001.PNG", "0002.Jpg"]
     assert torch.allclose(scene.poses[0], scene.poses[1])
 
 
@@ -164,6 +196,36 @@ def test_lens_distortion_is_removed_on_load(tmp_path: Path, lens_keys: dict, len
         assert torch.allclose(centroid, torch.stack([cu, cv]), atol=0.3), (centroid, cu, cv)
 
 
+def test_distortion_formulas_against_hand_computed_values() -> None:
+    """x = 0.3, y = -0.2 (r² = 0.13), one coefficient at a time, worked out by hand from the documented models."""
+    xy = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    cases = [
+        (cameras.Distortion(k1=0.1), [0.3 * 1.013, -0.2 * 1.013]),
+        (cameras.Distortion(k2=0.1), [0.3 * 1.00169, -0.2 * 1.00169]),
+        (cameras.Distortion(p1=0.01), [0.3 - 0.0012, -0.2 + 0.0021]),  # 2 p1 x y;  p1 (r² + 2 y²)
+        (cameras.Distortion(p2=0.01), [0.3 + 0.0031, -0.2 - 0.0012]),  # p2 (r² + 2 x²);  2 p2 x y
+    ]
+    theta = math.atan(math.sqrt(0.13))
+    scale = theta * (1 + 0.1 * theta**2) / math.sqrt(0.13)
+    cases.append((cameras.Distortion("fisheye", k1=0.1), [0.3 * scale, -0.2 * scale]))
+    for lens, expected in cases:
+        assert torch.allclose(cameras.distort(xy, lens), torch.tensor(expected, dtype=torch.float64), atol=1e-9), lens
+
+
+def test_lens_survives_writing_the_scene_back_out(tmp_path: Path) -> None:
+    root = tmp_path / "scene"
+    (root / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (16, 16), (90 * i, 40, 40)).save(root / "images" / f"{i}.png")
+    frames = [{"file_path": f"images/{i}.png", "transform_matrix": IDENTITY_GL} for i in range(2)]
+    frames[1].update(camera_model="OPENCV_FISHEYE", k1=0.05)
+    _scene_json(root, frames, camera_angle_x=0.8, camera_model="OPENCV", k1=-0.1, p2=0.002)
+    scene = open_dataset(root)[0]
+    write_blender([scene], tmp_path / "out")
+    assert open_dataset(tmp_path / "out")[0].distortion == scene.distortion == [
+        cameras.Distortion(k1=-0.1, p2=0.002), cameras.Distortion("fisheye", k1=0.05)]
+
+
 def test_zero_distortion_is_a_pinhole_and_other_lenses_are_refused(tmp_path: Path) -> None:
     root = tmp_path / "scene"
     (root / "images").mkdir(parents=True)
@@ -184,9 +246,9 @@ def test_zero_distortion_is_a_pinhole_and_other_lenses_are_refused(tmp_path: Pat
 
 
 @pytest.mark.parametrize("names, numbers", [
-    (["0", "1", "2", "3", "4", "5"], [0, 1, 2, 3, 4, 5]),  # unpadded: all six views, not an MVC pair
+    (["0000", "0001", "0002", "0003"], [0, 1, 2, 3]),  # four-digit padding
     (["000", "002", "004"], [0, 2, 4]),  # gaps keep their angles
-], ids=["unpadded", "gaps"])
+], ids=["padded-4", "gaps"])
 def test_ring_names(tmp_path: Path, names: list[str], numbers: list[int]) -> None:
     obj = tmp_path / "obj"
     obj.mkdir()
@@ -197,3 +259,13 @@ def test_ring_names(tmp_path: Path, names: list[str], numbers: list[int]) -> Non
     az, _, _ = cameras.pose_to_spherical(scene.poses.double())
     assert torch.allclose(az, torch.tensor([60.0 * n for n in numbers], dtype=torch.float64), atol=1e-3)
     assert math.isclose(cameras.fov_of(scene.intrinsics[0], 16).item(), 40.0, abs_tol=1e-3)
+
+
+def test_unpadded_pairs_stay_mvc_items(tmp_path: Path) -> None:
+    """``0.jpg + 1.jpg`` is one of the MVC namings: a dataset mixing it with ``1 + 3`` items is MVC throughout."""
+    for item, names in (("a", ("0", "1")), ("b", ("1", "3"))):
+        (tmp_path / item).mkdir()
+        for n in names:
+            Image.new("RGB", (16, 16), "red").save(tmp_path / item / f"{n}.jpg")
+    assert detect_format(tmp_path) == "mvc"
+    assert [s.name for s in open_dataset(tmp_path)] == ["a", "b"]

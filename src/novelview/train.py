@@ -194,11 +194,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW as the trainer runs it. Fused (one kernel for every parameter, on CPU and CUDA): on a 2-core CPU
     AdamW over dit-tiny took 18 ms a step as a per-parameter loop, 14 ms foreach, 4-8 ms fused."""
-    params = list(params)
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-    except RuntimeError:  # a device without a fused kernel
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:

@@ -109,26 +109,18 @@ def open_dataset(path: str | Path, format: str = "auto", strict: bool = True, **
 # ---------------------------------------------------------------------------------------------------------
 
 
-def disk_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int]) -> Tensor:
-    """K (float64) of view ``i`` for its image as stored, ``disk_hw`` pixels."""
-    k = scene.intrinsics[i].double()
-    if tuple(disk_hw) != tuple(scene.image_size):
-        k = cameras.resize_intrinsics(k, scene.image_size, disk_hw)
-    return k
-
-
 def _undistort(scene: Scene, i: int, img: Image.Image, fill: int) -> Image.Image:
     """View ``i``'s stored pixels (RGB or mask) as the pinhole camera of its intrinsics would see them."""
     distortion = scene.distortion[i] if scene.distortion is not None else None
     if distortion is None:
         return img
-    k = disk_intrinsics(scene, i, (img.height, img.width))
+    k = scene.disk_intrinsics(i, (img.height, img.width))
     return remap(img, cameras.undistortion_map(k, img.height, img.width, distortion), fill)
 
 
 def view_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int], size: int | None, crop: Crop = "center") -> Tensor:
     """K of view ``i`` after the image (actually ``disk_hw`` on disk) is squared and resized to ``size``."""
-    k = disk_intrinsics(scene, i, disk_hw)
+    k = scene.disk_intrinsics(i, disk_hw)
     top, left, side = square_box(disk_hw[0], disk_hw[1], crop)
     k = cameras.crop_intrinsics(k, top, left)
     if size is not None:
@@ -171,19 +163,20 @@ def load_view_mask(scene: Scene, i: int, size: int | None, crop: Crop = "center"
 def check_images(collection: SceneCollection, problems: Problems) -> int:
     """Fully decode every image (and mask/depth map) of ``collection``; report each unreadable one.
 
-    Also reports images whose aspect ratio differs from the scene's (their intrinsics would be wrong).
-    Returns the number of files checked.
+    Also reports images whose aspect ratio differs from the scene's, where one K serves every view (theirs
+    would be wrong; Blender frames carry their own). Returns the number of files checked.
     """
     checked = 0
     for scene in collection:
         h0, w0 = scene.image_size
         images = set(scene.image_paths)
+        one_k = scene.format != "blender"
         extra = (scene.mask_paths or []) + (scene.depth_paths or [])
         for path in list(scene.image_paths) + [p for p in extra if p not in images]:
             checked += 1
             try:
                 img = open_image(path, exif_transpose=False)
-                if path in images and abs(img.width * h0 - img.height * w0) > max(h0, w0):
+                if one_k and path in images and abs(img.width * h0 - img.height * w0) > max(h0, w0):
                     raise DataError(f"{path}: image is {img.width}x{img.height} but the scene's intrinsics are for "
                                     f"{w0}x{h0} (different aspect ratio)")
             except NovelviewError as err:

@@ -85,15 +85,20 @@ def _load_json(path: Path) -> dict[str, Any]:
 
 
 def _resolve_image(json_path: Path, file_path: str) -> Path:
-    """``file_path`` relative to the json, with or without an image extension (any case); Windows separators
-    (colmap2nerf on Windows writes them) are read as ``/``."""
+    """``file_path`` relative to the json, with or without an image extension (names matched in any case when
+    not found as given); Windows separators (colmap2nerf on Windows writes them) are read as ``/``."""
     base = json_path.parent / file_path.replace("\\", "/")
     if base.is_file():
         return base
     for suffix in IMAGE_SUFFIXES:
-        for variant in (suffix, suffix.upper()):
-            candidate = base.with_name(base.name + variant)
-            if candidate.is_file():
+        candidate = base.with_name(base.name + suffix)
+        if candidate.is_file():
+            return candidate
+    # Photos from cameras are often `.JPG`: match the name, or the name plus an image suffix, in any case.
+    wanted = {base.name.lower()} | {base.name.lower() + suffix for suffix in IMAGE_SUFFIXES}
+    if base.parent.is_dir():
+        for candidate in sorted(base.parent.iterdir()):
+            if candidate.name.lower() in wanted and candidate.is_file():
                 return candidate
     raise DataError(f"{json_path}: image {file_path!r} not found (looked for {base} with and without an extension)")
 
@@ -158,6 +163,8 @@ def _frame_distortion(cam: dict[str, Any], where: str) -> cameras.Distortion | N
     coeffs = {k: _number(cam[k], k, where) for k in ("k1", "k2", "k3", "k4", "p1", "p2") if k in cam}
     if model is None:
         return None
+    if model == "fisheye":  # the equidistant model has no tangential terms (p1 p2 may be inherited from the top)
+        coeffs = {k: v for k, v in coeffs.items() if k not in ("p1", "p2")}
     distortion = cameras.Distortion(model, **coeffs)
     return None if distortion.is_identity else distortion
 
@@ -274,8 +281,10 @@ class BlenderSceneWriter:
         pose: Tensor | np.ndarray,
         k: Tensor | np.ndarray,
         depth: np.ndarray | None = None,
+        distortion: cameras.Distortion | None = None,
     ) -> None:
-        """``image``: uint8 HxWx3 / HxWx4 (alpha = mask) or a PIL image; ``depth``: uint16 HxW (x depth_scale)."""
+        """``image``: uint8 HxWx3 / HxWx4 (alpha = mask) or a PIL image; ``depth``: uint16 HxW (x depth_scale);
+        ``distortion``: the lens the image was taken through (written as nerfstudio keys)."""
         i = len(self.frames)
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
         stem = f"{self.split}/r_{i}"
@@ -293,6 +302,9 @@ class BlenderSceneWriter:
             "w": img.width,
             "h": img.height,
         }
+        if distortion is not None:
+            frame["camera_model"] = "OPENCV_FISHEYE" if distortion.model == "fisheye" else "OPENCV"
+            frame.update({key: getattr(distortion, key) for key in ("k1", "k2", "k3", "k4", "p1", "p2")})
         if depth is not None:
             Image.fromarray(np.ascontiguousarray(depth.astype(np.uint16))).save(
                 self.folder / f"{stem}_depth.png", compress_level=1
@@ -305,7 +317,7 @@ class BlenderSceneWriter:
         if not self.frames:
             raise DataError(f"{self.folder}: no views to write")
         top: dict[str, Any] = {}
-        for key in _CAMERA_KEYS:
+        for key in (*_CAMERA_KEYS, *_LENS_KEYS):
             values = {json.dumps(f.get(key)) for f in self.frames}
             if len(values) == 1 and key in self.frames[0]:
                 top[key] = self.frames[0][key]
@@ -338,7 +350,9 @@ def write_blender(scenes: list[Scene], out: str | Path, split: str = "train") ->
             if scene.depth_paths is not None:
                 with Image.open(scene.depth_paths[i]) as d:
                     depth = np.asarray(d).astype(np.uint16)
-            writer.add(rgb, scene.poses[i], scene.intrinsics[i], depth=depth)
+            lens = scene.distortion[i] if scene.distortion is not None else None
+            k = scene.disk_intrinsics(i, (rgb.shape[0], rgb.shape[1]))  # frames may differ in size
+            writer.add(rgb, scene.poses[i], k, depth=depth, distortion=lens)
         writer.close()
     return out
 

@@ -9,8 +9,8 @@ seen from above* from ``00k`` to ``00k+1``. Turning the object clockwise is the 
 camera counter-clockwise seen from above, i.e. **increasing** azimuth in our convention (azimuth runs from +x
 towards +y, counter-clockwise seen from +z). So view ``k`` (the number in its file name) has camera azimuth
 ``start_azimuth_deg + k * azimuth_step_deg`` with ``azimuth_step_deg = +60``. Any number of views >= 2 is
-accepted; gaps in the numbering keep their angles. File stems must be all digits (any zero padding, ``0.png``
-too) and view 0 must exist.
+accepted; gaps in the numbering keep their angles. File stems must be zero-padded numbers of one width (3 or
+more digits: ``000.png``, ``0000.png``) and view 0 must exist.
 
 **MVC pairs** (Multi-View Clothing, as the DiT seed used it): one folder per item holding two views of it,
 taken as 60 degrees apart. Accepted names, first match wins (any image extension):
@@ -100,10 +100,13 @@ class ImpliedCameras:
 
 
 def ring_views(folder: Path) -> list[Path]:
-    """Images of ``folder`` with all-digit stems if view 0 (``000``, ``0``, ``0000``...) is one of at least two,
-    else []."""
+    """Images of ``folder`` named by zero-padded view numbers of one width (at least 3 digits: ``000.png``,
+    ``0000.png``) if view 0 is one of at least two, else []. Unpadded ``0.png`` + ``1.png`` is an MVC pair."""
     views = [p for p in list_images(folder) if _DIGITS.match(p.stem)]
-    return views if len(views) >= 2 and any(int(p.stem) == 0 for p in views) else []
+    widths = {len(p.stem) for p in views}
+    if len(views) < 2 or len(widths) != 1 or widths.pop() < 3:
+        return []
+    return views if any(int(p.stem) == 0 for p in views) else []
 
 
 def mvc_pair(folder: Path) -> list[Path]:

@@ -57,6 +57,14 @@ class Scene:
     def num_views(self) -> int:
         return len(self.image_paths)
 
+    def disk_intrinsics(self, i: int, disk_hw: tuple[int, int]) -> Tensor:
+        """K (float64) of view ``i`` for its image as stored, ``disk_hw`` pixels (``intrinsics`` refer to
+        ``image_size``; views stored at another size, Blender frames of their own size included, are rescaled)."""
+        k = self.intrinsics[i].double()
+        if tuple(disk_hw) != tuple(self.image_size):
+            k = cameras.resize_intrinsics(k, self.image_size, disk_hw)
+        return k
+
 
 class SceneCollection(list):
     """``list[Scene]`` plus what was learned while reading: the format, the root, the dataset's own

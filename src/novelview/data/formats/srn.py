@@ -5,12 +5,12 @@ Layout of one object folder::
     <object>/rgb/000000.png ...       images (any name; matched to poses by file stem)
     <object>/pose/000000.txt ...      4x4 camera-to-world, OpenCV axes: 16 numbers (one line, or 4 lines of
                                       4); 12 numbers are the top 3x4 rows
-    <object>/intrinsics.txt           line 1 `f cx cy 0.`, line 2 `0. 0. 0.`, line 3 `1.`, line 4 `H W`
-                                      (or a bare 3x3 K matrix)
+    <object>/intrinsics.txt           line 1 `f cx cy 0.`, line 2 `0. 0. 0.`, line 3 `1.`, line 4 `H W`,
+                                      optional line 5 `1` = poses are world-to-camera (or a bare 3x3 K)
     <object>/mask/000000.png          optional, 8-bit, 255 = object
     <object>/depth/000000.png         optional, 16-bit, depth along the optical axis (z) x depth_scale; 0 = none
 
-The intrinsics refer to images of size ``H W`` (the last line); when the images on disk have another size the
+The intrinsics refer to images of size ``H W`` (line 4, or the last line as pixelNeRF reads it); when the images on disk have another size the
 intrinsics are rescaled to it. A dataset root is either one object folder or a folder of object folders; a
 ``dataset.json`` at the root (written by `novelview data synth` / `data render`) may give ``depth.scale``.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -53,11 +53,24 @@ def find_objects(root: Path) -> list[Path]:
     return [d for d in list_subdirs(root) if is_srn_object(d)]
 
 
-def read_intrinsics(path: Path) -> tuple[float, float, float, float, tuple[int, int] | None]:
-    """``(fx, fy, cx, cy, (H, W) or None)`` from an SRN ``intrinsics.txt``.
+class Intrinsics(NamedTuple):
+    """What an SRN ``intrinsics.txt`` says."""
 
-    The SRN layout: first line ``f cx cy 0.``, last line ``H W`` (read as pixelNeRF reads it, so blank or extra
-    lines in between do not matter). Also accepted: a bare 3x3 (or 4x4) K matrix, with no image size.
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    size: tuple[int, int] | None  # (H, W) the intrinsics refer to; None: the images on disk
+    world2cam: bool = False  # SRN's optional 5th line: the pose files hold world-to-camera matrices
+
+
+def read_intrinsics(path: Path) -> Intrinsics:
+    """Parse an SRN ``intrinsics.txt``.
+
+    The SRN layout (scene-representation-networks' ``parse_intrinsics``): ``f cx cy 0.``, the grid barycentre,
+    the scale, ``H W``, and optionally a 5th line ``1`` when the poses are world-to-camera. pixelNeRF reads
+    ``H W`` from the last line instead; both agree on the files in circulation, and we accept either (line 4 if
+    it holds two numbers, else the last line). Also accepted: a bare 3x3 (or 4x4) K matrix, with no image size.
     """
     try:
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
@@ -69,34 +82,38 @@ def read_intrinsics(path: Path) -> tuple[float, float, float, float, tuple[int, 
         rows = [[float(t) for t in ln] for ln in lines]
     except ValueError as err:
         raise DataError(f"{path}: expected numbers ({err})") from None
-    matrix = _k_matrix(rows)
+    matrix = _k_matrix(rows, path)
     if matrix is not None:
-        fx, fy, cx, cy = matrix
-        size = None
+        out = Intrinsics(*matrix, size=None)
     else:
         first = rows[0] if rows else []
         if len(first) < 3:
             raise DataError(f"{path}: line 1 must be `f cx cy 0.` (found {len(first)} numbers)")
-        fx, cx, cy = first[:3]
-        fy = fx
+        f, cx, cy = first[:3]
+        hw = rows[3] if len(rows) >= 4 and len(rows[3]) == 2 else rows[-1] if len(rows) >= 2 else None
         size = None
-        last = rows[-1]
-        if len(rows) >= 2 and len(last) == 2:
-            if min(last) <= 0 or not all(np.isfinite(last)):
-                raise DataError(f"{path}: the last line must be the image size `H W`, found {lines[-1]}")
-            size = (int(round(last[0])), int(round(last[1])))
-    if not all(np.isfinite([fx, fy, cx, cy])) or fx <= 0 or fy <= 0:
-        raise DataError(f"{path}: invalid focal length / principal point {[fx, fy, cx, cy]}")
-    return fx, fy, cx, cy, size
+        if hw is not None and len(hw) == 2:
+            if min(hw) <= 0 or not all(np.isfinite(hw)):
+                raise DataError(f"{path}: the image size line must be `H W`, found {hw}")
+            size = (int(round(hw[0])), int(round(hw[1])))
+        elif len(rows) >= 4:
+            raise DataError(f"{path}: line 4 must be the image size `H W`, found {lines[3]}")
+        world2cam = len(rows) >= 5 and len(rows[4]) == 1 and rows[4][0] == 1
+        out = Intrinsics(f, f, cx, cy, size, world2cam)
+    if not all(np.isfinite([out.fx, out.fy, out.cx, out.cy])) or out.fx <= 0 or out.fy <= 0:
+        raise DataError(f"{path}: invalid focal length / principal point {[out.fx, out.fy, out.cx, out.cy]}")
+    return out
 
 
-def _k_matrix(rows: list[list[float]]) -> tuple[float, float, float, float] | None:
-    """``(fx, fy, cx, cy)`` if ``rows`` are a 3x3 or 4x4 intrinsics matrix (zero skew), else None."""
+def _k_matrix(rows: list[list[float]], path: Path) -> tuple[float, float, float, float] | None:
+    """``(fx, fy, cx, cy)`` if ``rows`` are a 3x3 or 4x4 intrinsics matrix, else None."""
     n = len(rows)
     if n not in (3, 4) or any(len(r) != n for r in rows):
         return None
-    if rows[1][0] != 0 or rows[2][:3] != [0.0, 0.0, 1.0]:
+    if not np.allclose(rows[2][:3], [0.0, 0.0, 1.0], atol=1e-6) or abs(rows[1][0]) > 1e-6:
         return None
+    if abs(rows[0][1]) > 1e-6:
+        raise DataError(f"{path}: skewed intrinsics (K[0][1] = {rows[0][1]}) are not supported")
     return rows[0][0], rows[1][1], rows[0][2], rows[1][2]
 
 
@@ -113,7 +130,7 @@ def _dataset_settings(root: Path) -> dict[str, Any]:
 def read_object(folder: Path, problems: Problems, depth_scale: float | None = None) -> Scene | None:
     """One SRN object folder -> Scene (None, with problems recorded, if it is unusable in lenient mode)."""
     try:
-        fx, fy, cx, cy, stored_hw = read_intrinsics(folder / "intrinsics.txt")
+        intr = read_intrinsics(folder / "intrinsics.txt")
     except NovelviewError as err:
         problems.add(err)
         return None
@@ -149,7 +166,8 @@ def read_object(folder: Path, problems: Problems, depth_scale: float | None = No
             )
             continue
         try:
-            poses.append(read_pose_file(pose_file))
+            pose = read_pose_file(pose_file)
+            poses.append(cameras.invert_pose(pose) if intr.world2cam else pose)
         except NovelviewError as err:
             problems.add(err)
             continue
@@ -164,9 +182,9 @@ def read_object(folder: Path, problems: Problems, depth_scale: float | None = No
     except NovelviewError as err:
         problems.add(err)
         return None
-    k = cameras.intrinsics(torch.tensor(fx, dtype=torch.float64), cx, cy, fy=fy)
-    if stored_hw is not None and stored_hw != disk_hw:
-        k = cameras.resize_intrinsics(k, stored_hw, disk_hw)
+    k = cameras.intrinsics(torch.tensor(intr.fx, dtype=torch.float64), intr.cx, intr.cy, fy=intr.fy)
+    if intr.size is not None and intr.size != disk_hw:
+        k = cameras.resize_intrinsics(k, intr.size, disk_hw)
     return Scene(
         name=folder.name,
         image_paths=keep,
@@ -290,6 +308,7 @@ __all__ = [
     "format_pose",
     "is_srn_object",
     "read_depth",
+    "Intrinsics",
     "read_intrinsics",
     "read_object",
     "read_srn",
