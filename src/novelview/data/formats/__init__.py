@@ -14,10 +14,12 @@ problem in ``collection.problems`` (what `novelview data info` prints).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch import Tensor
 
@@ -115,7 +117,15 @@ def _undistort(scene: Scene, i: int, img: Image.Image, fill: int) -> Image.Image
     if distortion is None:
         return img
     k = scene.disk_intrinsics(i, (img.height, img.width))
-    return remap(img, cameras.undistortion_map(k, img.height, img.width, distortion), fill)
+    key = tuple(float(v) for v in k[:2].flatten())
+    return remap(img, _undistortion_map(key, img.height, img.width, distortion), fill)
+
+
+@functools.lru_cache(maxsize=8)
+def _undistortion_map(k_rows: tuple[float, ...], height: int, width: int, lens: cameras.Distortion) -> Tensor:
+    """Cached: the views of one capture usually share their camera, and the map is the costly part."""
+    k = torch.tensor([*k_rows, 0.0, 0.0, 1.0], dtype=torch.float64).reshape(3, 3)
+    return cameras.undistortion_map(k, height, width, lens).float()
 
 
 def view_intrinsics(scene: Scene, i: int, disk_hw: tuple[int, int], size: int | None, crop: Crop = "center") -> Tensor:
