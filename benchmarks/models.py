@@ -30,7 +30,6 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from novelview.train import make_optimizer
 from novelview.models.presets import (
     PRESETS,
     build_from_config,
@@ -39,6 +38,7 @@ from novelview.models.presets import (
     forward_flops,
     preset_config,
 )
+from novelview.train import make_optimizer
 
 from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 

@@ -427,11 +427,10 @@ def fov_of(k: Tensor, width: int) -> Tensor:
 __all__ = [
     "WORLD_UP",
     "Distortion",
-    "distort",
-    "undistortion_map",
     "angle_between_views",
     "center_crop_box",
     "crop_intrinsics",
+    "distort",
     "focal_from_fov",
     "fov_from_focal",
     "fov_of",
@@ -454,5 +453,6 @@ __all__ = [
     "rotate_about_target",
     "spherical_to_pose",
     "spherical_to_position",
+    "undistortion_map",
     "validate_pose",
 ]

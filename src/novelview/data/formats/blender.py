@@ -46,7 +46,7 @@ from novelview.data.formats.scene import (
     Scene,
     SceneCollection,
     as_4x4,
-    image_header_size,
+    image_header,
     list_subdirs,
 )
 from novelview.errors import DataError, NovelviewError
@@ -84,7 +84,7 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _resolve_image(json_path: Path, file_path: str) -> Path:
+def _resolve_image(json_path: Path, file_path: str, listings: dict[Path, dict[str, Path]] | None = None) -> Path:
     """``file_path`` relative to the json, with or without an image extension (names matched in any case when
     not found as given); Windows separators (colmap2nerf on Windows writes them) are read as ``/``."""
     base = json_path.parent / file_path.replace("\\", "/")
@@ -95,11 +95,15 @@ def _resolve_image(json_path: Path, file_path: str) -> Path:
         if candidate.is_file():
             return candidate
     # Photos from cameras are often `.JPG`: match the name, or the name plus an image suffix, in any case.
-    wanted = {base.name.lower()} | {base.name.lower() + suffix for suffix in IMAGE_SUFFIXES}
-    if base.parent.is_dir():
-        for candidate in sorted(base.parent.iterdir()):
-            if candidate.name.lower() in wanted and candidate.is_file():
-                return candidate
+    # ``listings`` keeps each folder's names (lower-cased) for the whole scene: one listing, not one per frame.
+    listings = {} if listings is None else listings
+    if base.parent not in listings:
+        files = sorted(p for p in base.parent.iterdir() if p.is_file()) if base.parent.is_dir() else []
+        listings[base.parent] = {p.name.lower(): p for p in reversed(files)}
+    names = listings[base.parent]
+    for wanted in (base.name.lower(), *(base.name.lower() + suffix for suffix in IMAGE_SUFFIXES)):
+        if wanted in names:
+            return names[wanted]
     raise DataError(f"{json_path}: image {file_path!r} not found (looked for {base} with and without an extension)")
 
 
@@ -179,6 +183,7 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
     alpha: list[bool] = []
     scene_hw: tuple[int, int] | None = None
     depth_scale: float | None = None
+    listings: dict[Path, dict[str, Path]] = {}
     for json_path in transforms_files(folder):
         try:
             data = _load_json(json_path)
@@ -194,21 +199,19 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
                 if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
                     raise DataError(f"{where}: a frame needs 'file_path' and 'transform_matrix'")
                 where = f"{json_path}: frames[{i}] ({frame['file_path']})"
-                image = _resolve_image(json_path, str(frame["file_path"]))
+                image = _resolve_image(json_path, str(frame["file_path"]), listings)
                 try:
                     matrix = as_4x4(torch.tensor(frame["transform_matrix"], dtype=torch.float64))
                 except (TypeError, ValueError):
                     raise DataError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
                 cameras.validate_pose(matrix, name=where)
-                disk_hw = image_header_size(image)
+                disk_hw, has_alpha = image_header(image)
                 cam = {**top, **{k: frame[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in frame}}
                 k = _frame_intrinsics(cam, disk_hw, where)
                 lens = _frame_distortion(cam, where)
-                with Image.open(image) as im:
-                    has_alpha = "A" in im.mode or "transparency" in im.info
                 depth = None
                 if "depth_file_path" in frame:
-                    depth = _resolve_image(json_path, str(frame["depth_file_path"]))
+                    depth = _resolve_image(json_path, str(frame["depth_file_path"]), listings)
             except NovelviewError as err:
                 problems.add(err)
                 continue

@@ -171,21 +171,26 @@ def as_4x4(matrix: Tensor) -> Tensor:
     return matrix
 
 
-def image_header_size(path: Path) -> tuple[int, int]:
-    """(H, W) of the stored pixels from the image header, without decoding them (full decoding happens on load).
-
-    Stored, not EXIF-rotated: dataset views are read as stored (see :mod:`novelview.images`).
+def image_header(path: Path) -> tuple[tuple[int, int], bool]:
+    """``((H, W), has_alpha)`` of the stored pixels from the image header, without decoding them (full decoding
+    happens on load). Stored, not EXIF-rotated: dataset views are read as stored (see :mod:`novelview.images`).
     """
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
             w, h = img.size
+            has_alpha = "A" in img.mode or "transparency" in img.info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: not a readable image ({err})") from None
     if w == 0 or h == 0:
         raise DataError(f"{path}: image has zero size")
-    return h, w
+    return (h, w), has_alpha
+
+
+def image_header_size(path: Path) -> tuple[int, int]:
+    """(H, W) of the stored pixels (see :func:`image_header`)."""
+    return image_header(path)[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,8 +232,9 @@ __all__ = [
     "Problems",
     "Scene",
     "SceneCollection",
-    "camera_statistics",
     "as_4x4",
+    "camera_statistics",
+    "image_header",
     "image_header_size",
     "list_images",
     "list_subdirs",

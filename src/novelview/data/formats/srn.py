@@ -10,8 +10,8 @@ Layout of one object folder::
     <object>/mask/000000.png          optional, 8-bit, 255 = object
     <object>/depth/000000.png         optional, 16-bit, depth along the optical axis (z) x depth_scale; 0 = none
 
-The intrinsics refer to images of size ``H W`` (line 4, or the last line as pixelNeRF reads it); when the images on disk have another size the
-intrinsics are rescaled to it. A dataset root is either one object folder or a folder of object folders; a
+The intrinsics refer to images of size ``H W`` (line 4, or the last line as pixelNeRF reads it); when the images
+on disk have another size the intrinsics are rescaled to it. A dataset root is either one object folder or a folder of object folders; a
 ``dataset.json`` at the root (written by `novelview data synth` / `data render`) may give ``depth.scale``.
 """
 
