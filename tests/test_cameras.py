@@ -262,3 +262,56 @@ def test_gl_projection_matches_project(gen: torch.Generator) -> None:
     # near/far planes map to the ends of the depth range
     edge = proj @ torch.tensor([[0, 0, 0.5, 1], [0, 0, 10.0, 1]], dtype=torch.float64).T
     assert torch.allclose(edge[2] / edge[3], torch.tensor([-1.0, 1.0], dtype=torch.float64))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The frame of a capture
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _orbit_capture(gen: torch.Generator, n: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    az = torch.rand(n, generator=gen, dtype=torch.float64) * 360
+    el = torch.rand(n, generator=gen, dtype=torch.float64) * 60 - 10
+    return cameras.spherical_to_pose(az, el, torch.full_like(az, 2.5)), el
+
+
+def test_capture_frame_of_an_orbit_is_the_origin_and_plus_z(gen: torch.Generator) -> None:
+    poses, elevation = _orbit_capture(gen)
+    frame = cameras.capture_frame(poses)
+    assert frame.point is not None and frame.point.abs().max() < 1e-9
+    assert torch.allclose(frame.up, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-9)
+    el, radius = cameras.capture_spherical(poses)
+    assert torch.allclose(el, elevation, atol=1e-9) and torch.allclose(radius, torch.full_like(radius, 2.5))
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.07, 40.0])
+def test_capture_spherical_ignores_the_world_frame(gen: torch.Generator, scale: float) -> None:
+    """A reconstruction may put the object anywhere, turned any way, at any scale: elevations stay, distances
+    scale with it (COLMAP / nerfstudio captures are not centred like our procedural data)."""
+    poses, elevation = _orbit_capture(gen)
+    world = random_poses(gen, 1)[0]
+    moved = world @ poses
+    moved[:, :3, 3] *= scale
+    frame = cameras.capture_frame(moved)
+    assert torch.allclose(frame.point, world[:3, 3] * scale, atol=1e-9 * max(scale, 1))
+    assert torch.allclose(frame.up, world[:3, 2], atol=1e-9)  # the world's +z, carried along
+    el, radius = cameras.capture_spherical(moved, frame)
+    assert torch.allclose(el, elevation, atol=1e-7)
+    assert torch.allclose(radius, torch.full_like(radius, 2.5 * scale))
+
+
+def test_capture_frame_of_forward_facing_and_degenerate_captures(gen: torch.Generator) -> None:
+    # All cameras looking the same way (an LLFF-style capture): no common point; up = the cameras' up.
+    forward = cameras.make_pose(torch.eye(3, dtype=torch.float64).expand(6, 3, 3),
+                                torch.randn(6, 3, generator=gen, dtype=torch.float64) * 0.2)
+    frame = cameras.capture_frame(forward)
+    assert frame.point is None
+    assert torch.allclose(frame.up, torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))  # OpenCV: +y is down
+    el, radius = cameras.capture_spherical(forward, frame)
+    assert torch.allclose(radius, forward[:, :3, 3].norm(dim=-1))
+    # Cameras looking away from each other (outward): the axes meet behind them, which is no object.
+    outward = cameras.look_at(torch.tensor([[0.0, 0.0, 0.0]] * 4, dtype=torch.float64) + 0.01 * torch.randn(
+        4, 3, generator=gen, dtype=torch.float64), torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]],
+                                                                dtype=torch.float64))
+    assert cameras.look_at_point(outward) is None
+    assert cameras.look_at_point(forward[:1]) is None  # one camera

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from novelview import cameras
-from novelview.data.formats import detect_format, load_view, load_view_mask, open_dataset
+from novelview.data.formats import camera_statistics, detect_format, load_view, load_view_mask, open_dataset
 from novelview.data.formats.blender import write_blender
 from novelview.data.info import inspect_dataset
 from novelview.errors import DataError
@@ -269,3 +269,40 @@ def test_unpadded_pairs_stay_mvc_items(tmp_path: Path) -> None:
             Image.new("RGB", (16, 16), "red").save(tmp_path / item / f"{n}.jpg")
     assert detect_format(tmp_path) == "mvc"
     assert [s.name for s in open_dataset(tmp_path)] == ["a", "b"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Camera statistics of captures in their own world frame
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_camera_statistics_of_an_off_centre_capture_with_y_up(synth_dir: Path, tmp_path: Path) -> None:
+    """A nerfstudio capture of a real object: y up, the object 5 units from the origin, other units. Radius
+    and elevation are measured about the object and against the capture's up, as for our own data."""
+    ours = inspect_dataset(synth_dir, decode=False).cameras
+    world = cameras.make_pose(torch.tensor([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]], dtype=torch.float64),
+                              torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64))  # +z up becomes +y up
+    scale = 0.4
+    frames = []
+    scene = open_dataset(synth_dir)[0]
+    root = tmp_path / "capture"
+    (root / "images").mkdir(parents=True)
+    for i, path in enumerate(scene.image_paths):
+        shutil.copy(path, root / "images" / f"{i:04d}.png")
+        pose = world @ scene.poses[i].double()
+        pose[:3, 3] *= scale
+        frames.append({"file_path": f"images/{i:04d}.png",
+                       "transform_matrix": cameras.opencv_to_opengl(pose).tolist()})
+    k = scene.intrinsics[0]
+    _scene_json(root, frames, fl_x=float(k[0, 0]), fl_y=float(k[1, 1]), cx=float(k[0, 2]), cy=float(k[1, 2]),
+                w=SIZE, h=SIZE)
+    report = inspect_dataset(root, decode=False)
+    theirs = report.cameras
+    first = camera_statistics([scene])
+    assert theirs["radius"] == pytest.approx(first["radius"] * scale, rel=1e-5)
+    assert theirs["elevation_mean"] == pytest.approx(first["elevation_mean"], abs=1e-3)
+    assert theirs["elevation_min"] == pytest.approx(first["elevation_min"], abs=1e-3)
+    assert theirs["look_at_offset"] == pytest.approx(5.0 * scale, rel=1e-4)
+    assert theirs["up_tilt_deg"] == pytest.approx(90.0, abs=1e-3)
+    assert ours["look_at_offset"] < 1e-5 and ours["up_tilt_deg"] < 1e-3 and ours["forward_facing"] == 0
+    assert any("look at a point 2.000 from the origin" in line for line in report.lines())

@@ -7,7 +7,9 @@ Convention (used everywhere, converted on read and nowhere else):
 * NeRF/Blender files use OpenGL (+y up, -z forward); :func:`opengl_to_opencv` converts them on read.
 * Intrinsics are a 3x3 matrix ``K`` in pixels, for the image size they are stored with. Pixel ``(u, v)``
   has its centre at ``(u + 0.5, v + 0.5)``; ``u`` runs along image columns (x), ``v`` along rows (y).
-* The procedural world has **+z up**; objects sit near the origin and cameras look at it.
+* The procedural world has **+z up**; objects sit near the origin and cameras look at it. Other datasets may
+  use any world frame (the models only see relative poses); statistics of their cameras are taken about the
+  point the cameras look at and against the up they share (:func:`capture_spherical`).
 * Spherical coordinates: azimuth is measured in the world xy-plane from +x towards +y, elevation from the
   xy-plane towards +z, both in degrees.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -354,6 +357,83 @@ def angle_between_views(pose_a: Tensor, pose_b: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The frame of a capture: where its cameras look and which way is up
+# ---------------------------------------------------------------------------------------------------------
+
+#: Below this mean squared sine between the optical axes (about 6 degrees of spread) the axes are treated as
+#: parallel: a forward-facing capture, which has no point that every camera looks at.
+MIN_AXIS_SPREAD = 0.01
+
+
+def look_at_point(pose: Tensor) -> Tensor | None:
+    """The point closest to every camera's optical axis (least squares), i.e. where an object-centric capture
+    looks; ``None`` when there is no such point (axes close to parallel, or the point behind most cameras).
+
+    Our procedural data and SRN put it at the origin, but a COLMAP / nerfstudio capture of a real object puts
+    the object wherever the reconstruction's frame happens to lie, so camera distances are measured from here.
+    """
+    centres = pose[..., :3, 3].reshape(-1, 3).double()
+    axes = torch.nn.functional.normalize(pose[..., :3, 2].reshape(-1, 3).double(), dim=-1)
+    if len(centres) < 2:
+        return None
+    # sum_i (I - d_i d_i^T) (p - c_i) = 0: the normal equations of the distances from p to the lines.
+    projectors = torch.eye(3, dtype=torch.float64) - axes[:, :, None] * axes[:, None, :]
+    a = projectors.sum(0)
+    if torch.linalg.eigvalsh(a)[0] < MIN_AXIS_SPREAD * len(centres):
+        return None
+    point = torch.linalg.solve(a, (projectors @ centres[:, :, None]).sum(0))[:, 0]
+    in_front = ((point - centres) * axes).sum(-1) > 0
+    if in_front.double().mean() <= 0.5:
+        return None
+    return point.to(pose.dtype)
+
+
+def estimate_up(pose: Tensor) -> Tensor:
+    """Unit world "up" of a capture, from its cameras alone.
+
+    People (and renderers) keep the horizon level, so every camera's x axis lies in the horizontal plane:
+    up is the direction most nearly perpendicular to all of them, signed to agree with the cameras' mean up
+    (their -y axis). When the x axes are all close to parallel that plane is not determined and the mean camera
+    up is the answer instead. For cameras placed with +z up (our procedural data, NeRF-synthetic) this gives +z.
+    """
+    rights = torch.nn.functional.normalize(pose[..., :3, 0].reshape(-1, 3).double(), dim=-1)
+    camera_up = -pose[..., :3, 1].reshape(-1, 3).double().mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights)
+    if eigenvalues[1] < MIN_AXIS_SPREAD * len(rights) or camera_up.norm() < 1e-6:
+        up = camera_up if camera_up.norm() >= 1e-6 else torch.tensor(WORLD_UP, dtype=torch.float64)
+    else:
+        up = eigenvectors[:, 0]
+        if up @ camera_up < 0:
+            up = -up
+    return torch.nn.functional.normalize(up, dim=0).to(pose.dtype)
+
+
+class CaptureFrame(NamedTuple):
+    """Where the cameras of one capture look (``None``: forward-facing, no such point) and its unit up."""
+
+    point: Tensor | None
+    up: Tensor
+
+
+def capture_frame(pose: Tensor) -> CaptureFrame:
+    """:func:`look_at_point` and :func:`estimate_up` of one capture's poses ``[V, 4, 4]``."""
+    return CaptureFrame(look_at_point(pose), estimate_up(pose))
+
+
+def capture_spherical(pose: Tensor, frame: CaptureFrame | None = None) -> tuple[Tensor, Tensor]:
+    """Elevation (degrees) and distance of each camera of one capture, measured from the point its cameras
+    look at and against its up (``frame``, default :func:`capture_frame`); a forward-facing capture has no
+    such point, and its distances are from the world origin."""
+    frame = capture_frame(pose) if frame is None else frame
+    offsets = pose[..., :3, 3].double()
+    if frame.point is not None:
+        offsets = offsets - frame.point.double()
+    radius = offsets.norm(dim=-1)
+    elevation = torch.rad2deg(torch.asin(((offsets @ frame.up.double()) / radius.clamp_min(1e-12)).clamp(-1, 1)))
+    return elevation.to(pose.dtype), radius.to(pose.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Lens distortion (read from nerfstudio / instant-ngp transforms; removed when views are loaded)
 # ---------------------------------------------------------------------------------------------------------
 
@@ -425,12 +505,17 @@ def fov_of(k: Tensor, width: int) -> Tensor:
 
 
 __all__ = [
+    "MIN_AXIS_SPREAD",
     "WORLD_UP",
+    "CaptureFrame",
     "Distortion",
     "angle_between_views",
+    "capture_frame",
+    "capture_spherical",
     "center_crop_box",
     "crop_intrinsics",
     "distort",
+    "estimate_up",
     "focal_from_fov",
     "fov_from_focal",
     "fov_of",
@@ -439,6 +524,7 @@ __all__ = [
     "intrinsics_from_fov",
     "invert_pose",
     "look_at",
+    "look_at_point",
     "make_pose",
     "opencv_to_opengl",
     "opengl_to_opencv",

@@ -47,6 +47,13 @@ class DatasetReport:
                 out.append(f"cameras:    radius {c['radius']:.3f} (min {c['radius_min']:.3f}, max {c['radius_max']:.3f}), "
                            f"elevation {c['elevation_min']:.1f} to {c['elevation_max']:.1f} deg "
                            f"(mean {c['elevation_mean']:.1f}), horizontal FOV {c['fov_deg']:.2f} deg")
+                offset, tilt = c.get("look_at_offset", 0.0), c.get("up_tilt_deg", 0.0)
+                if offset > 1e-3 * max(c["radius"], 1e-9) or tilt > 0.5:
+                    out.append(f"frame:      cameras look at a point {offset:.3f} from the origin, their up is "
+                               f"{tilt:.1f} deg from +z (radius and elevation are measured there)")
+                if c.get("forward_facing"):
+                    out.append(f"            {c['forward_facing']} forward-facing scene(s): no point all cameras "
+                               f"look at; their radius is the distance from the origin")
             out.append(f"extras:     masks {'yes' if self.has_masks else 'no'}, depth {'yes' if self.has_depth else 'no'}")
             if self.distorted_views:
                 out.append(f"lens:       {self.distorted_views} views with lens distortion (undistorted when loaded)")

@@ -199,19 +199,35 @@ def image_header_size(path: Path) -> tuple[int, int]:
 
 
 def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
-    """Camera distance to the origin, horizontal field of view and elevation over all views of ``scenes``.
+    """Camera distance, horizontal field of view and elevation over all views of ``scenes``.
+
+    Each scene is measured in its own frame (:func:`cameras.capture_spherical`): distances from the point its
+    cameras look at and elevation against the up its cameras share, so a real capture whose reconstruction put
+    the object away from the origin, or with another axis up, reads like our procedural data (origin, +z up).
 
     Keys: ``radius`` (mean), ``radius_min``, ``radius_max``, ``fov_deg`` (mean FOV across the centre-cropped
-    square the models are trained on, i.e. over ``min(H, W)`` pixels),
-    ``elevation_mean``, ``elevation_min``, ``elevation_max`` (degrees, world +z up), ``views``.
+    square the models are trained on, i.e. over ``min(H, W)`` pixels), ``elevation_mean``, ``elevation_min``,
+    ``elevation_max`` (degrees), ``views``, ``look_at_offset`` (mean distance of the looked-at points from
+    the world origin), ``up_tilt_deg`` (mean angle between the scenes' up and world +z) and
+    ``forward_facing`` (scenes without a looked-at point, measured from the origin).
     """
     if not scenes:
         return {}
-    poses = torch.cat([s.poses for s in scenes]).double()
+    elevations, radii, offsets, tilts = [], [], [], []
+    forward_facing = 0
+    for s in scenes:
+        poses = s.poses.double()
+        frame = cameras.capture_frame(poses)
+        elevation, radius = cameras.capture_spherical(poses, frame)
+        elevations.append(elevation)
+        radii.append(radius)
+        offsets.append(float(frame.point.norm()) if frame.point is not None else 0.0)
+        forward_facing += frame.point is None
+        tilts.append(math.degrees(math.acos(max(-1.0, min(1.0, float(frame.up[2]))))))
+    elevation, radius = torch.cat(elevations), torch.cat(radii)
     fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), min(s.image_size)) for s in scenes])
-    _, elevation, radius = cameras.pose_to_spherical(poses)
 
-    def f(x: Tensor) -> float:
+    def f(x: Tensor | float) -> float:
         v = float(x)
         return round(v, 6) if math.isfinite(v) else v
 
@@ -223,7 +239,10 @@ def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
         "elevation_mean": f(elevation.mean()),
         "elevation_min": f(elevation.min()),
         "elevation_max": f(elevation.max()),
-        "views": len(poses),
+        "views": len(radius),
+        "look_at_offset": f(sum(offsets) / len(offsets)),
+        "up_tilt_deg": f(sum(tilts) / len(tilts)),
+        "forward_facing": forward_facing,
     }
 
 
