@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from novelview import cameras
 from novelview.data.formats import camera_statistics, detect_format, load_view, load_view_mask, open_dataset
 from novelview.data.formats.blender import write_blender
 from novelview.data.info import inspect_dataset
-from novelview.errors import DataError
+from novelview.errors import DataError, PoseError
 
 from conftest import SYNTH_SIZE as SIZE
 
@@ -306,3 +307,61 @@ def test_camera_statistics_of_an_off_centre_capture_with_y_up(synth_dir: Path, t
     assert theirs["up_tilt_deg"] == pytest.approx(90.0, abs=1e-3)
     assert ours["look_at_offset"] < 1e-5 and ours["up_tilt_deg"] < 1e-3 and ours["forward_facing"] == 0
     assert any("look at a point 2.000 from the origin" in line for line in report.lines())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Zero-1-to-3 / Objaverse renders: rings whose views carry .npy cameras
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _zero123_object(folder: Path, eyes: torch.Tensor) -> torch.Tensor:
+    """Views as the Zero-1-to-3 Blender script saves them: RGBA PNG + 3x4 world-to-camera in Blender camera
+    axes (the camera's matrix_world inverted). Returns the OpenCV camera-to-world poses they describe."""
+    folder.mkdir(parents=True)
+    poses = cameras.look_at(eyes)  # OpenCV axes; Blender's track-to camera is the same camera in GL axes
+    for i, pose in enumerate(poses):
+        matrix_world = cameras.opencv_to_opengl(pose)
+        rotation_t = matrix_world[:3, :3].T
+        rt = torch.cat([rotation_t, -(rotation_t @ matrix_world[:3, 3:4])], dim=1)
+        np.save(folder / f"{i:03d}.npy", rt.numpy().astype(np.float32))
+        Image.new("RGBA", (16, 16), (200, 30 * i, 0, 255)).save(folder / f"{i:03d}.png")
+    return poses
+
+
+def test_rings_with_npy_cameras_use_them(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(5)
+    eyes = torch.nn.functional.normalize(torch.randn(5, 3, generator=gen, dtype=torch.float64), dim=-1) * 1.8
+    eyes[:, 2] = eyes[:, 2].abs() + 0.2  # random viewpoints above the horizon, not a 60-degree ring
+    poses = _zero123_object(tmp_path / "obj", eyes)
+    assert detect_format(tmp_path) == "ring"
+    scene = open_dataset(tmp_path)[0]
+    assert torch.allclose(scene.poses.double(), poses, atol=1e-5)
+    assert cameras.fov_of(scene.intrinsics[0].double(), 16).item() == pytest.approx(49.134, abs=1e-3)
+    # the world origin (where those scripts put the object) projects to the image centre in every view
+    uv, _ = cameras.project(torch.zeros(1, 3, dtype=torch.float64), scene.poses.double(),
+                            scene.intrinsics.double())
+    assert torch.allclose(uv, torch.full_like(uv, 8.0), atol=1e-3)
+    report = inspect_dataset(tmp_path, decode=False)
+    assert "poses:      1 object(s) with stored cameras (.npy), 0 with implied 60-degree steps" in report.lines()
+
+
+@pytest.mark.parametrize("breakage, words", [
+    ("missing", "without a camera .npy (002.png)"),
+    ("corrupt", "not a readable .npy"),
+    ("shape", "3x4 or 4x4"),
+    ("nan", "001.npy"),
+])
+def test_rings_with_bad_npy_cameras(tmp_path: Path, breakage: str, words: str) -> None:
+    eyes = torch.tensor([[2.0, 0, 0.5], [0, 2.0, 0.5], [-2.0, 0, 0.5]], dtype=torch.float64)
+    _zero123_object(tmp_path / "obj", eyes)
+    target = tmp_path / "obj" / ("002.npy" if breakage == "missing" else "001.npy")
+    if breakage == "missing":
+        target.unlink()
+    elif breakage == "corrupt":
+        target.write_bytes(b"not numpy")
+    elif breakage == "shape":
+        np.save(target, np.zeros((2, 2)))
+    else:
+        np.save(target, np.full((3, 4), np.nan))
+    with pytest.raises(PoseError if breakage == "nan" else DataError, match=re.escape(words)):
+        open_dataset(tmp_path)

@@ -54,6 +54,10 @@ class DatasetReport:
                 if c.get("forward_facing"):
                     out.append(f"            {c['forward_facing']} forward-facing scene(s): no point all cameras "
                                f"look at; their radius is the distance from the origin")
+            if self.format == "ring":
+                stored = int(self.settings.get("stored_cameras", 0))
+                out.append(f"poses:      {stored} object(s) with stored cameras (.npy), {self.objects - stored} "
+                           f"with implied 60-degree steps")
             out.append(f"extras:     masks {'yes' if self.has_masks else 'no'}, depth {'yes' if self.has_depth else 'no'}")
             if self.distorted_views:
                 out.append(f"lens:       {self.distorted_views} views with lens distortion (undistorted when loaded)")

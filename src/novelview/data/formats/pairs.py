@@ -12,6 +12,14 @@ towards +y, counter-clockwise seen from +z). So view ``k`` (the number in its fi
 accepted; gaps in the numbering keep their angles. File stems must be zero-padded numbers of one width (3 or
 more digits: ``000.png``, ``0000.png``) and view 0 must exist.
 
+**Rings with stored cameras** (Zero-1-to-3 / Objaverse(-XL) Blender renders): when *every* view ``NNN.png`` has
+a ``NNN.npy`` beside it, those are its camera and the 60-degree assumption is dropped (those renders are taken
+from random viewpoints). Each ``.npy`` holds the 3x4 (or 4x4) world-to-camera matrix ``[R | t]`` those scripts
+save (``get_3x4_RT_matrix_from_blender``): Blender camera axes (+y up, looking down -z), world +z up. The
+scripts use a 35 mm lens on a 32 mm sensor, so the field of view defaults to ``stored_fov_deg`` = 49.13
+degrees (override it in ``cameras.json`` for renders made otherwise). A folder where only some views have an
+``.npy`` is an error: mixing stored and assumed cameras would be silently wrong.
+
 **MVC pairs** (Multi-View Clothing, as the DiT seed used it): one folder per item holding two views of it,
 taken as 60 degrees apart. Accepted names, first match wins (any image extension):
 
@@ -37,6 +45,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from novelview import cameras
@@ -44,6 +53,7 @@ from novelview.data.formats.scene import (
     Problems,
     Scene,
     SceneCollection,
+    as_4x4,
     image_header_size,
     list_images,
     list_subdirs,
@@ -63,6 +73,8 @@ class ImpliedCameras:
     fov_deg: float = 40.0
     azimuth_step_deg: float = 60.0
     start_azimuth_deg: float = 0.0
+    # Horizontal FOV of rings whose views carry .npy cameras: Zero-1-to-3 / Objaverse renders, 35 mm on 32 mm.
+    stored_fov_deg: float = float(np.degrees(2 * np.arctan(16 / 35)))
 
     def with_file(self, path: Path) -> ImpliedCameras:
         """These settings overridden by a ``cameras.json`` at ``path`` (if it exists)."""
@@ -83,8 +95,10 @@ class ImpliedCameras:
         except (TypeError, ValueError):
             raise DataError(f"{path}: all values must be numbers") from None
         out = replace(self, **values)
-        if not -90 < out.elevation_deg < 90 or out.radius <= 0 or not 0 < out.fov_deg < 180:
-            raise DataError(f"{path}: need -90 < elevation_deg < 90, radius > 0, 0 < fov_deg < 180; got {values}")
+        if (not -90 < out.elevation_deg < 90 or out.radius <= 0 or not 0 < out.fov_deg < 180
+                or not 0 < out.stored_fov_deg < 180):
+            raise DataError(f"{path}: need -90 < elevation_deg < 90, radius > 0, 0 < fov_deg < 180 and "
+                            f"0 < stored_fov_deg < 180; got {values}")
         return out
 
     def poses(self, view_numbers: list[float]) -> torch.Tensor:
@@ -137,18 +151,52 @@ def is_mvc_dataset(root: Path, limit: int = 50) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def read_npy_pose(path: Path) -> torch.Tensor:
+    """OpenCV camera-to-world pose from a Zero-1-to-3 / Objaverse ``.npy``: a 3x4 or 4x4 world-to-camera
+    matrix in Blender camera axes (see the module docstring); validated."""
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: not a readable .npy camera ({err})") from None
+    if matrix.shape not in ((3, 4), (4, 4)) or not np.issubdtype(matrix.dtype, np.number):
+        raise DataError(f"{path}: a camera .npy holds a 3x4 or 4x4 world-to-camera matrix, found "
+                        f"{matrix.dtype} of shape {matrix.shape}")
+    world_to_camera = as_4x4(torch.from_numpy(matrix[:3].astype(np.float64)))
+    cameras.validate_pose(world_to_camera, name=str(path))
+    return cameras.opengl_to_opencv(cameras.invert_pose(world_to_camera))
+
+
+def _stored_poses(folder: Path, images: list[Path]) -> torch.Tensor | None:
+    """Poses from ``NNN.npy`` files beside the views if every view has one, None if none has."""
+    npys = [p.with_suffix(".npy") for p in images]
+    present = [p.is_file() for p in npys]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = [p.name for p, ok in zip(images, present) if not ok]
+        raise DataError(f"{folder}: {len(missing)} view(s) without a camera .npy ({', '.join(missing[:5])}) while "
+                        f"others have one; give every view its camera or none (then 60-degree steps are assumed)")
+    return torch.stack([read_npy_pose(p) for p in npys])
+
+
+def _has_stored_cameras(scene: Scene) -> bool:
+    return scene.image_paths[0].with_suffix(".npy").is_file()
+
+
 def _scene(
     folder: Path, images: list[Path], numbers: list[float], cams: ImpliedCameras, fmt: str, problems: Problems
 ) -> Scene | None:
     try:
         cams = cams.with_file(folder / "cameras.json")
         hw = image_header_size(images[0])
+        stored = _stored_poses(folder, images) if fmt == "ring" else None
     except NovelviewError as err:
         problems.add(err)
         return None
-    poses = cams.poses(numbers)
+    poses = cams.poses(numbers) if stored is None else stored
     cameras.validate_pose(poses, name=str(folder))
-    k = cameras.intrinsics_from_fov(cams.fov_deg, hw[0], hw[1]).to(torch.float32)
+    fov = cams.fov_deg if stored is None else cams.stored_fov_deg
+    k = cameras.intrinsics_from_fov(fov, hw[0], hw[1]).to(torch.float32)
     return Scene(
         name=folder.name,
         image_paths=images,
@@ -184,7 +232,9 @@ def read_rings(root: str | Path, problems: Problems | None = None, implied: Impl
         scene = _scene(folder, views, [int(p.stem) for p in views], cams, "ring", problems)
         if scene is not None:
             scenes.append(scene)
-    return SceneCollection(scenes, format="ring", root=root, settings={"cameras": cams.__dict__},
+    stored = sum(_has_stored_cameras(s) for s in scenes)
+    return SceneCollection(scenes, format="ring", root=root,
+                           settings={"cameras": cams.__dict__, "stored_cameras": stored},
                            problems=problems.messages)
 
 
@@ -213,4 +263,4 @@ def read_mvc(root: str | Path, problems: Problems | None = None, implied: Implie
 
 
 __all__ = ["MVC_PAIRS", "ImpliedCameras", "is_mvc_dataset", "is_ring_dataset", "mvc_pair", "read_mvc",
-           "read_rings", "ring_views"]
+           "read_npy_pose", "read_rings", "ring_views"]
