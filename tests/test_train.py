@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from novelview import checkpoint as ckpt
 from novelview.errors import ConfigError, NovelviewError
-from novelview.train import TrainConfig, lr_factor, train
+from novelview.train import TrainConfig, load_optimizer_state, lr_factor, make_optimizer, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -299,3 +299,20 @@ def test_skipped_last_step_still_writes_the_final_checkpoint(
     monkeypatch.setattr(train_module, "training_loss", nan_on_last_step)
     result = train(_cfg(dataset, tmp_path / "s", steps=3, checkpoint_every=100))
     assert result.final_checkpoint.name == "step_0000003" and result.nonfinite_steps == 1
+
+
+def test_resumed_optimizer_keeps_the_fused_implementation() -> None:
+    """A state saved by a foreach AdamW (checkpoints from before the fused one) resumes with the same moments
+    and step count, on the fused path."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(3))]
+    old = torch.optim.AdamW(params, lr=1e-3, foreach=True)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    old.step()
+    resumed = make_optimizer(params, lr=1e-3, weight_decay=0.0)
+    load_optimizer_state(resumed, old.state_dict())
+    assert resumed.param_groups[0]["fused"] and not resumed.param_groups[0]["foreach"]
+    assert torch.equal(resumed.state[params[0]]["exp_avg"], old.state[params[0]]["exp_avg"])
+    assert float(resumed.state[params[1]]["step"]) == 1.0
+    resumed.step()  # the fused kernel accepts the restored state

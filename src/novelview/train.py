@@ -197,6 +197,16 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: floa
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Restore a saved optimizer state but keep this optimizer's implementation: ``load_state_dict`` would
+    also restore the saving run's ``fused`` / ``foreach`` flags (checkpoints from before the fused AdamW
+    would resume on the slower foreach path)."""
+    implementation = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, flags in zip(optimizer.param_groups, implementation):
+        group.update(flags)
+
+
 def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
     """EMA of the weights with the usual warm-up: the decay used at update ``n`` is min(decay, (1+n)/(10+n)).
 
@@ -285,7 +295,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
     nonfinite_total = 0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
