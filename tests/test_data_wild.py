@@ -365,3 +365,28 @@ def test_rings_with_bad_npy_cameras(tmp_path: Path, breakage: str, words: str) -
         np.save(target, np.full((3, 4), np.nan))
     with pytest.raises(PoseError if breakage == "nan" else DataError, match=re.escape(words)):
         open_dataset(tmp_path)
+
+
+def test_nerfstudio_mask_path_is_the_mask(tmp_path: Path) -> None:
+    """JPEG photos with nerfstudio ``mask_path`` masks: the masks load (undistorted with the view); a mask
+    file that is missing is reported with its frame."""
+    root = tmp_path / "capture"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    frames = []
+    for i in range(2):
+        Image.new("RGB", (12, 12), (90, 90, 90)).save(root / "images" / f"frame_{i:05d}.jpg")
+        mask = np.zeros((12, 12), np.uint8)
+        mask[3:9, 2 + i:8 + i] = 255
+        Image.fromarray(mask).save(root / "masks" / f"frame_{i:05d}.png")
+        frames.append({"file_path": f"images/frame_{i:05d}.jpg", "mask_path": f"masks/frame_{i:05d}.png",
+                       "transform_matrix": IDENTITY_GL})
+    _scene_json(root, frames, fl_x=10.0, fl_y=10.0, cx=6.0, cy=6.0, w=12, h=12, camera_model="OPENCV")
+    scene = open_dataset(root)[0]
+    for i in range(2):
+        mask = load_view_mask(scene, i, None)
+        assert mask is not None and mask.shape == (1, 12, 12)
+        assert mask[0, 3:9, 2 + i:8 + i].min() == 1.0 and mask.sum() == 36
+    (root / "masks" / "frame_00001.png").unlink()
+    with pytest.raises(DataError, match="frame_00001"):
+        open_dataset(root)

@@ -11,7 +11,8 @@ Reading (one scene per folder holding transforms files; a dataset root is one su
 Poses are validated and converted to OpenCV with :func:`novelview.cameras.opengl_to_opencv`. Frames of all
 splits present (train, val, test, or a single ``transforms.json``) become the views of one scene; object-level
 splits are made later by :class:`novelview.data.views.MultiViewDataset`. Images with alpha are composited on
-white when loaded and their alpha is the mask (when every view has alpha). Intrinsics refer to ``w``/``h`` when
+white when loaded and their alpha is the mask (when every view has alpha), unless every frame names a
+nerfstudio ``mask_path`` (single channel, 0 = ignore): then those are the masks. Intrinsics refer to ``w``/``h`` when
 given (else to the frame's own image) and are rescaled to the size of the images actually on disk; frames may
 differ in size. A ``transform_matrix`` may also be the top 3x4 rows.
 
@@ -173,10 +174,19 @@ def _frame_distortion(cam: dict[str, Any], where: str) -> cameras.Distortion | N
     return None if distortion.is_identity else distortion
 
 
+def _mask_paths(images: list[Path], masks: list[Path | None], alpha: list[bool]) -> list[Path] | None:
+    """nerfstudio ``mask_path`` files when every frame has one, else the images' alpha when every view has it
+    (an RGB view has no mask to offer), else none."""
+    if all(m is not None for m in masks):
+        return list(masks)  # type: ignore[arg-type]
+    return list(images) if all(alpha) else None
+
+
 def read_scene(folder: Path, problems: Problems) -> Scene | None:
     n_problems = len(problems.messages)
     image_paths: list[Path] = []
     depth_paths: list[Path | None] = []
+    mask_files: list[Path | None] = []
     poses: list[Tensor] = []
     ks: list[Tensor] = []
     lenses: list[cameras.Distortion | None] = []
@@ -209,9 +219,11 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
                 cam = {**top, **{k: frame[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in frame}}
                 k = _frame_intrinsics(cam, disk_hw, where)
                 lens = _frame_distortion(cam, where)
-                depth = None
+                depth = mask = None
                 if "depth_file_path" in frame:
                     depth = _resolve_image(json_path, str(frame["depth_file_path"]), listings)
+                if "mask_path" in frame:  # nerfstudio: 0 = ignore, 255 = keep (the object, when masked to it)
+                    mask = _resolve_image(json_path, str(frame["mask_path"]), listings)
             except NovelviewError as err:
                 problems.add(err)
                 continue
@@ -225,6 +237,7 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
             lenses.append(lens)
             alpha.append(has_alpha)
             depth_paths.append(depth)
+            mask_files.append(mask)
     if not image_paths or scene_hw is None:
         if len(problems.messages) == n_problems:  # nothing else explains why the scene is empty
             problems.add(DataError(f"{folder}: the transforms files list no frames"))
@@ -235,8 +248,7 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
         poses=torch.stack(poses),
         intrinsics=torch.stack(ks),
         image_size=scene_hw,
-        # Alpha is the mask only when every view has one: an RGB view has no mask to offer.
-        mask_paths=list(image_paths) if all(alpha) else None,
+        mask_paths=_mask_paths(image_paths, mask_files, alpha),
         depth_paths=list(depth_paths) if all(d is not None for d in depth_paths) else None,  # type: ignore[arg-type]
         depth_scale=depth_scale if all(d is not None for d in depth_paths) else None,
         root=folder,
