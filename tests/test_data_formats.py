@@ -130,8 +130,15 @@ def test_synth_refuses_non_empty_output_unless_overwrite(tmp_path: Path) -> None
     with pytest.raises(DataError, match="not empty.*--overwrite"):
         generate(out, cfg, progress=False)
     assert (out / "keep.txt").exists()
+    # --overwrite replaces datasets only: a folder of other files is never deleted.
+    with pytest.raises(DataError, match="not a dataset written by novelview"):
+        generate(out, cfg, overwrite=True, progress=False)
+    assert (out / "keep.txt").read_text() == "precious"
+    (out / "keep.txt").unlink()
+    generate(out, cfg, progress=False)
+    (out / "obj_00000" / "stale.txt").write_text("from the first run")
     generate(out, cfg, overwrite=True, progress=False)
-    assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
+    assert not (out / "obj_00000" / "stale.txt").exists() and (out / "dataset.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
 
 

@@ -261,6 +261,18 @@ def test_export_writes_small_inference_checkpoint_with_ema_weights(dataset: Path
     _assert_same(load_file(str(out / "model.safetensors")), _weights(run, ckpt.EMA_FILE), atol=0)
     model, config = ckpt.load_model(out)
     assert config.training["ema"] is True and config.image_size == 16
+    # Never replaces what it should not: the run being exported, a folder of other files, or (without
+    # --overwrite) an earlier export.
+    before = sorted(str(p) for p in run.rglob("*"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("precious")
+    for target, words in [(run, "being exported"), (run / "checkpoints" / "x", "being exported"),
+                          (notes, "not a checkpoint"), (out, "--overwrite")]:
+        proc = _cli("export", "--checkpoint", str(run), "--out", str(target), check=False)
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(str(p) for p in run.rglob("*")) == before and (notes / "thesis.tex").read_text() == "precious"
+    _cli("export", "--checkpoint", str(run), "--out", str(out), "--overwrite")
 
 
 def test_resume_with_other_objective_settings_is_refused(dataset: Path, tmp_path: Path) -> None:

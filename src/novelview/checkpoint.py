@@ -229,15 +229,34 @@ def load_model(
     return model.to(device).eval(), config
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True) -> Path:
+def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True, overwrite: bool = False) -> Path:
     """Write an inference-only copy of a checkpoint: its (EMA) weights as ``model.safetensors`` + config.json.
 
     No optimizer or training state, so it is small enough to ship (the default model in ``checkpoints/``).
+    ``dst`` must be new or empty; an existing checkpoint there is replaced only with ``overwrite``, and nothing
+    else is ever replaced (not the run being exported, not a folder of other files).
     """
-    src = resolve_checkpoint(src)
+    source = resolve_checkpoint(src)
+    _check_export_target([Path(src), source], Path(dst), overwrite)
+    src = source
     model, config = load_model(src, use_ema=use_ema)
     config.training = {**config.training, "exported_from": src.name, "ema": use_ema and (src / EMA_FILE).is_file()}
     return save_checkpoint(dst, model, config)
+
+
+def _check_export_target(sources: list[Path], dst: Path, overwrite: bool) -> None:
+    target = dst.resolve()
+    for source in sources:
+        source = source.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise CheckpointError(f"--out {dst}: would replace {source}, which is being exported; choose a new folder")
+    if dst.exists() and not dst.is_dir():
+        raise CheckpointError(f"--out {dst}: exists and is not a directory")
+    if dst.is_dir() and any(dst.iterdir()):
+        if not (dst / CONFIG_FILE).is_file() or (dst / "checkpoints").exists():
+            raise CheckpointError(f"--out {dst}: a non-empty folder that is not a checkpoint; choose a new folder")
+        if not overwrite:
+            raise CheckpointError(f"--out {dst}: a checkpoint is already there; pass --overwrite to replace it")
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:

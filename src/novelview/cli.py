@@ -194,11 +194,12 @@ def export(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Training checkpoint or run directory (its latest)."),
     out: Path = typer.Option(..., "--out", help="Directory for the inference-only checkpoint."),
     raw: bool = typer.Option(False, "--raw", help="Export the raw weights instead of the EMA weights."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already at OUT."),
 ) -> None:
     """Write an inference-only checkpoint (EMA weights + config.json, no optimizer state) for shipping."""
     from novelview.checkpoint import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, use_ema=not raw)
+    path = export_checkpoint(checkpoint, out, use_ema=not raw, overwrite=overwrite)
     size = sum(f.stat().st_size for f in path.iterdir())
     typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)")
 

@@ -29,11 +29,16 @@ def is_nonempty_dir(path: Path) -> bool:
 
 
 def check_writable_target(out: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing non-empty ``out`` unless ``overwrite`` (raise DataError)."""
+    """Refuse to replace an existing non-empty ``out`` unless ``overwrite`` (raise DataError); even then, only
+    a dataset we wrote (it has a ``dataset.json``) is replaced, never a folder of anything else."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory")
-    if is_nonempty_dir(out) and not overwrite:
-        raise DataError(f"{out}: output directory exists and is not empty (pass --overwrite to replace it)")
+    if is_nonempty_dir(out):
+        if not overwrite:
+            raise DataError(f"{out}: output directory exists and is not empty (pass --overwrite to replace it)")
+        if not (out / "dataset.json").is_file():
+            raise DataError(f"{out}: not a dataset written by novelview (no dataset.json), so --overwrite will not "
+                            "delete it; choose another folder or remove it yourself")
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from novelview.data.atomic import atomic_directory, is_temporary, write_text_atomic
+from novelview.data.atomic import atomic_directory, check_writable_target, is_temporary, write_text_atomic
 from novelview.data.formats.blender import BlenderSceneWriter
 from novelview.data.formats.srn import DEPTH_SCALE, depth_to_uint16, write_intrinsics, write_view
 from novelview.data.synthetic import OBJECT_RADIUS, SynthConfig
@@ -133,6 +133,7 @@ def _render_task(mesh_path: str, name: str, out: str, cfg: RenderConfig) -> tupl
 def _prepare_out(out: Path, cfg: RenderConfig, overwrite: bool) -> None:
     info_path = out / "dataset.json"
     if overwrite and out.exists():
+        check_writable_target(out, overwrite=True)  # only ever deletes a dataset
         shutil.rmtree(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory")
