@@ -244,3 +244,39 @@ def test_checkpoint_with_inconsistent_channels(ckpt, image, tmp_path, capsys):
     (odd / "config.json").write_text(json.dumps(cfg))
     code = run("sample", "--checkpoint", odd, "--image", image, "--out", tmp_path / "o.png", "--azimuth", "10")
     assert_user_error(capsys, code, "self_condition", "inconsistent")
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda cfg: cfg["model"].update(ch=8), "do not fit"),  # weights for another width
+    (lambda cfg: cfg["model"].update(heads=0), "heads"),
+    (lambda cfg: cfg["model"].update(num_res_blocks="two"), "num_res_blocks"),
+    (lambda cfg: cfg.clear() or cfg.update(x=[1, 2]), "format_version"),
+], ids=["other-width", "zero-heads", "string-for-int", "no-version"])
+def test_checkpoint_config_that_does_not_describe_the_weights(ckpt, image, tmp_path, capsys, edit, fragment):
+    odd = _copy_checkpoint(ckpt, tmp_path / "odd")
+    cfg = json.loads((odd / "config.json").read_text())
+    edit(cfg)
+    (odd / "config.json").write_text(json.dumps(cfg))
+    code = run("sample", "--checkpoint", odd, "--image", image, "--out", tmp_path / "o.png", "--azimuth", "10")
+    assert_user_error(capsys, code, fragment)
+    (odd / "config.json").write_text("[1, 2]")
+    code = run("sample", "--checkpoint", odd, "--image", image, "--out", tmp_path / "o.png", "--azimuth", "10")
+    assert_user_error(capsys, code, "JSON object")
+
+
+def test_unusable_output_location_or_device_fails_before_any_work(sample_args, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a file, not a folder")
+    args = list(sample_args)
+    args[args.index("--out") + 1] = blocker / "x.png"
+    assert_user_error(capsys, run(*args, "--azimuth", "10"), "afile is a file")
+    if not torch.cuda.is_available():
+        assert_user_error(capsys, run(*sample_args, "--azimuth", "10", "--device", "cuda"), "no CUDA device")
+    assert_user_error(capsys, run(*sample_args, "--azimuth", "10", "--device", "bogus"), "bogus")
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--radius", "inf", "radius"), ("--radius", "1e400", "radius"), ("--input-elevation", "nan", "elevation"),
+])
+def test_non_finite_cameras(sample_args, capsys, option, value, fragment):
+    assert_user_error(capsys, run(*sample_args, "--azimuth", "10", option, value), fragment)

@@ -29,8 +29,8 @@ from novelview.data.formats.blender import write_blender
 from novelview.data.formats.pairs import ImpliedCameras
 from novelview.data.formats.srn import read_depth
 from novelview.data.synthetic import SynthConfig, generate
-from novelview.errors import ConfigError
-from novelview.errors import DataError, PoseError
+from novelview.data.viewpoints import CameraDistribution
+from novelview.errors import ConfigError, DataError, PoseError
 
 from conftest import SYNTH_SIZE
 
@@ -95,6 +95,9 @@ def test_synth_workers_write_the_same_bytes(synth_dir: Path, tmp_path: Path) -> 
     assert tree_bytes(parallel) == tree_bytes(synth_dir)
     with pytest.raises(ConfigError, match="--workers"):
         generate(tmp_path / "bad", SynthConfig(objects=1, views=2, size=8), progress=False, workers=0)
+    for radius in (float("nan"), float("inf")):  # would write a dataset of NaN poses
+        with pytest.raises(ConfigError, match="radius"):
+            CameraDistribution(radius=radius)
     assert not (tmp_path / "bad").exists()
 
 

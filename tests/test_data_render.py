@@ -326,3 +326,18 @@ def test_rendered_dataset_trains_a_few_steps(mesh_dir: Path, tmp_path: Path) -> 
     assert result.steps == 3 and np.isfinite(result.final_loss)
     model, config = load_model(result.final_checkpoint)
     assert config.data["radius"] == pytest.approx(2.5)
+
+
+def test_render_settings_that_cannot_make_a_dataset(mesh_dir: Path, tmp_path: Path) -> None:
+    from novelview.errors import ConfigError, DataError
+
+    with pytest.raises(ConfigError, match="views >= 2"):
+        RenderConfig(views=1)
+    with pytest.raises(ConfigError, match="--workers"):
+        render_dataset(mesh_dir, tmp_path / "out", RenderConfig(views=2, size=8), workers=0, progress=False)
+    a_mesh = find_meshes(mesh_dir)[0][1]
+    with pytest.raises(DataError, match="is a file"):
+        render_dataset(a_mesh, tmp_path / "out", RenderConfig(views=2, size=8), progress=False)
+    with pytest.raises(ConfigError, match="radius"):
+        CameraDistribution(radius=float("inf"))
+    assert not (tmp_path / "out").exists()

@@ -328,3 +328,18 @@ def test_resumed_optimizer_keeps_the_fused_implementation() -> None:
     assert torch.equal(resumed.state[params[0]]["exp_avg"], old.state[params[0]]["exp_avg"])
     assert float(resumed.state[params[1]]["step"]) == 1.0
     resumed.step()  # the fused kernel accepts the restored state
+
+
+def test_resume_problems_are_named(dataset: Path, tmp_path: Path) -> None:
+    """--val-every 0 means never; resuming a finished run or an unreadable state says so."""
+    run = tmp_path / "done"
+    train(_cfg(dataset, run, steps=2, val_every=0))
+    with pytest.raises(ConfigError, match="already at step 2"):
+        train(_cfg(dataset, run, steps=2, val_every=0), resume=True)
+    state = ckpt.list_checkpoints(run)[-1] / ckpt.STATE_FILE
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(NovelviewError, match="unreadable"):
+        train(_cfg(dataset, run, steps=4, val_every=0), resume=True)
+    with pytest.raises(ConfigError, match="hidden"):
+        train(_cfg(dataset, tmp_path / "o", model="dit-tiny", model_overrides={"hidden": "wide"}))
+    assert not (tmp_path / "o").exists()

@@ -148,10 +148,12 @@ def spherical_to_pose(
     el = _as_tensor(elevation_deg, az)
     r = _as_tensor(radius, az)
     az, el, r = torch.broadcast_tensors(az, el, r)
-    if (el.abs() >= 90).any():
+    if not torch.isfinite(az).all():
+        raise PoseError(f"azimuth must be finite, got {az.flatten().tolist()}")
+    if not (el.abs() < 90).all():  # NaN fails this too
         raise PoseError(f"elevation must lie strictly inside (-90, 90) degrees, got {el.flatten().tolist()}")
-    if (r <= 0).any():
-        raise PoseError(f"radius must be positive, got {r.flatten().tolist()}")
+    if not (torch.isfinite(r) & (r > 0)).all():
+        raise PoseError(f"radius must be positive and finite, got {r.flatten().tolist()}")
     return look_at(spherical_to_position(az, el, r))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,8 @@ class CheckpointConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config.json") -> "CheckpointConfig":
+        if not isinstance(data, dict) or not isinstance(data.get("model", {}), dict):
+            raise CheckpointError(f"{source}: expected a JSON object with a 'model' object; not a novelview checkpoint")
         version = data.get("format_version")
         if not isinstance(version, int):
             raise CheckpointError(f"{source}: no integer format_version; this is not a novelview checkpoint")
@@ -220,7 +223,11 @@ def load_model(
     model = build_from_config(config)
     filename = EMA_FILE if use_ema and (path / EMA_FILE).is_file() else MODEL_FILE
     state = load_weights(path, filename)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensor shapes differ from what config.json describes
+        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
+        raise CheckpointError(f"{path / filename}: weights do not fit the model in config.json ({detail})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{path / filename}: weights do not fit the model in config.json "
@@ -263,7 +270,11 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     file = Path(path) / STATE_FILE
     if not file.is_file():
         raise CheckpointError(f"{path}: no {STATE_FILE}; this checkpoint cannot be resumed")
-    return torch.load(file, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(file, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{file}: unreadable ({str(err).splitlines()[0]}); resume from an earlier checkpoint "
+                              "by deleting this one") from None
 
 
 def remove_checkpoint(path: Path) -> None:

@@ -47,6 +47,7 @@ def data_synth(
     from novelview.data.synthetic import SynthConfig, generate
     from novelview.data.viewpoints import CameraDistribution
 
+    _check_out(out)
     cams = CameraDistribution(radius=radius, fov_deg=fov, elevation_range=(elevation[0], elevation[1]))
     cfg = SynthConfig(objects=objects, views=views, size=size, seed=seed, cameras=cams, max_primitives=max_primitives)
     generate(out, cfg, overwrite=overwrite, progress=not quiet, workers=workers)
@@ -82,8 +83,11 @@ def models_list(
 
     import torch
 
+    from novelview.errors import ConfigError
     from novelview.models.presets import PRESETS, build_model, count_parameters, forward_flops
 
+    if size is not None and not 8 <= size <= 1024:
+        raise ConfigError(f"--size must lie in [8, 1024], got {size}")
     rows = []
     for name, preset in PRESETS.items():
         with torch.device("meta"):  # nothing is allocated, so the 450M-parameter preset lists instantly
@@ -144,7 +148,7 @@ def train(
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
     checkpoint_every: int = typer.Option(1000, "--checkpoint-every"),
     keep: int = typer.Option(3, "--keep", help="Training checkpoints to keep."),
-    val_every: int = typer.Option(500, "--val-every"),
+    val_every: int = typer.Option(500, "--val-every", help="Validation loss every N steps (0: never)."),
     sample_every: int = typer.Option(1000, "--sample-every", help="Write a sample grid every N steps (0: never)."),
     override: list[str] = typer.Option([], "--override", help="Model config override KEY=VALUE (JSON value)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
@@ -184,6 +188,7 @@ def train(
         ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep, val_every=val_every, sample_every=sample_every,
     )
+    _check_out(out)
     result = run_training(cfg, resume=resume)
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
@@ -199,7 +204,7 @@ def export(
     """Write an inference-only checkpoint (EMA weights + config.json, no optimizer state) for shipping."""
     from novelview.checkpoint import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, use_ema=not raw, overwrite=overwrite)
+    path = export_checkpoint(checkpoint, _check_out(out), use_ema=not raw, overwrite=overwrite)
     size = sum(f.stat().st_size for f in path.iterdir())
     typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)")
 
@@ -215,11 +220,41 @@ _DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."
 
 
 def _device(name: str) -> str:
-    if name != "auto":
-        return name
+    """``--device`` checked before any work: auto picks CUDA when present; a device this machine lacks is an error."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    from novelview.errors import ConfigError
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: not a device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}); "
+                          "use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name}: only cpu and cuda are supported")
+    return name
+
+
+def _check_out(path: Path) -> Path:
+    """Refuse an output path that cannot be created, before any work is done (not after minutes of sampling)."""
+    import os
+
+    from novelview.errors import ConfigError
+
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {path}: cannot be created, {ancestor} is a file and not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: cannot be created, {ancestor} is not writable")
+    return path
 
 
 def _progress_bar(desc: str):
@@ -359,7 +394,7 @@ def sample(
     from novelview.images import save_image
     from novelview.pipeline import Pipeline
 
-    out = _output_path(out, (".png", ".jpg", ".jpeg", ".webp"))
+    out = _check_out(_output_path(out, (".png", ".jpg", ".jpeg", ".webp")))
     if poses is not None and (azimuth is not None or elevation is not None or radius is not None):
         raise ConfigError("give either --poses or --azimuth/--elevation/--radius, not both")
     if poses is None and azimuth is None and elevation is None and radius is None:
@@ -420,7 +455,7 @@ def orbit(
     from novelview.errors import ConfigError
     from novelview.pipeline import Pipeline
 
-    out = _output_path(out, (".gif", ".mp4", ".png"))
+    out = _check_out(_output_path(out, (".gif", ".mp4", ".png")))
     if upscale_filter not in ("nearest", "bicubic"):
         raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
@@ -482,10 +517,8 @@ def eval_command(
     from novelview.evaluate import evaluate
     from novelview.evaluation.consistency import FieldConfig
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = _device(device)
+    _check_out(out)
     report = evaluate(
         checkpoint, data, out=out, split=split, objects=objects, targets_per_object=targets or None,
         cond_view=cond_view,
@@ -557,7 +590,7 @@ def demo(
     """The main job: a 24-view orbit of a held-out object from one picture, next to the ground truth."""
     from novelview.demo import run_demo
 
-    result = run_demo(checkpoint, example, out, steps=steps, guidance=guidance, seed=seed)
+    result = run_demo(checkpoint, example, _check_out(out), steps=steps, guidance=guidance, seed=seed)
     typer.echo(f"orbit:   {result.orbit_gif}   (generated | ground truth)")
     typer.echo(f"compare: {result.compare_png}   (top: input + generated, bottom: input + ground truth)")
     typer.echo(f"novel views vs ground truth: PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}")
@@ -595,7 +628,7 @@ def data_render(
                               mode=camera_mode)  # type: ignore[arg-type]
     cfg = RenderConfig(views=views, size=size, format=format, cameras=cams, seed=seed, antialias=antialias,  # type: ignore[arg-type]
                        up=up)  # type: ignore[arg-type]
-    summary = render_dataset(mesh_dir, out, cfg, workers=workers, overwrite=overwrite, progress=not quiet)
+    summary = render_dataset(mesh_dir, _check_out(out), cfg, workers=workers, overwrite=overwrite, progress=not quiet)
     typer.echo(f"rendered {len(summary.rendered)}, skipped {len(summary.skipped)} already complete, "
                f"failed {len(summary.failed)}" + (f" (listed in {out / 'failures.txt'})" if summary.failed else ""))
     if summary.failed and not summary.rendered and not summary.skipped:
@@ -608,6 +641,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         app(args=argv, standalone_mode=True)
     except NovelviewError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except OSError as err:  # the file system refused (full disk, permissions, a path that cannot exist)
+        where = f": {err.filename}" if err.filename else ""
+        typer.secho(f"error: {err.strerror or err}{where}", fg=typer.colors.RED, err=True)
         sys.exit(2)
 
 

@@ -257,8 +257,8 @@ class Pipeline:
         base = input_pose.double().expand(az.shape[0], 4, 4)
         poses = cameras.rotate_about_target(base, az, el)
         if radius is not None:
-            if not float(radius) > 0:
-                raise ConfigError(f"radius must be positive, got {radius}")
+            if not 0 < float(radius) < math.inf:
+                raise ConfigError(f"radius must be positive and finite, got {radius}")
             a, e, _ = cameras.pose_to_spherical(poses)
             poses = cameras.spherical_to_pose(a, e, torch.full_like(a, float(radius)))
         return poses.float()

@@ -92,6 +92,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "--checkpoint-every must be at least 1"),
             (self.keep_checkpoints >= 1, "--keep must be at least 1"),
             (self.num_workers >= 0, "--workers must be >= 0"),
+            (self.val_every >= 0, "--val-every must be >= 0 (0: never)"),
+            (self.sample_every >= 0, "--sample-every must be >= 0 (0: never)"),
             (self.max_nonfinite >= 1, "max_nonfinite must be at least 1"),
         ]
         for ok, message in checks:
@@ -277,6 +279,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         state = ckpt.load_training_state(latest)
         model.load_state_dict(ckpt.load_weights(latest, ckpt.MODEL_FILE))
         start_step = int(state["step"])
+        if start_step >= cfg.steps:
+            raise ConfigError(f"--resume: {latest} is already at step {start_step}; pass --steps above it to "
+                              "train further")
 
     # accelerate only forms a gloo process group on CPU when told cpu=True.
     accelerator = Accelerator(
@@ -419,7 +424,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
                     "nonfinite_total": nonfinite_total,
                 }
             )
-        if not skipped and val_dataset is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+        val_due = cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps)
+        if not skipped and val_dataset is not None and val_due:
             val = _validation_loss(ema.module, val_dataset, cfg, accelerator)
             if val is not None:
                 logger.log({"step": done, "val_loss": val})

@@ -6,6 +6,8 @@ Cameras sit on a sphere of ``radius`` around the origin, look at it with world +
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -34,8 +36,9 @@ class CameraDistribution:
         lo, hi = self.elevation_range
         if not -90 < lo <= hi < 90:
             raise ConfigError(f"elevation range must satisfy -90 < min <= max < 90, got {self.elevation_range}")
-        if self.radius <= 1.0:
-            raise ConfigError(f"camera radius must exceed 1 (objects fill the unit sphere), got {self.radius}")
+        if not 1.0 < self.radius < math.inf:
+            raise ConfigError(f"camera radius must be finite and exceed 1 (objects fill the unit sphere), "
+                              f"got {self.radius}")
         if not 0 < self.fov_deg < 180:
             raise ConfigError(f"field of view must be in (0, 180) degrees, got {self.fov_deg}")
         if self.mode not in ("random", "orbit"):

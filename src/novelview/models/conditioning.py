@@ -39,6 +39,20 @@ LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 POSE_MODES = ("rays", "plucker")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TYPE_CHECKS = {
+    "int": _is_int,
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "tuple[int, ...]": lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) for x in v),
+}
+
+
 @dataclass
 class BackboneConfig:
     """Fields common to every backbone. Subclasses set ``family`` and add their architecture fields."""
@@ -66,7 +80,16 @@ class BackboneConfig:
         return 3 * (1 + int(self.cond_concat) + int(self.self_condition))
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.validate()
+
+    def _check_types(self) -> None:
+        """Options arrive from JSON (``--override``, config.json): a wrong type is a user error, named here."""
+        for f in dataclasses.fields(self):
+            check = _TYPE_CHECKS.get(str(f.type))
+            value = getattr(self, f.name)
+            if check is not None and not check(value):
+                raise ConfigError(f"model option {f.name}={value!r}: expected {f.type}")
 
     def validate(self) -> None:
         if self.image_size < 8:

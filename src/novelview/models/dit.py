@@ -51,6 +51,8 @@ class DiTConfig(BackboneConfig):
 
     def validate(self) -> None:
         super().validate()
+        if min(self.patch_size, self.hidden, self.heads) < 1 or not self.mlp_ratio > 0:
+            raise ConfigError("patch_size, hidden and heads must be >= 1 and mlp_ratio positive")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
         if self.hidden % self.heads:

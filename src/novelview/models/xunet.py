@@ -58,8 +58,10 @@ class XUNetConfig(BackboneConfig):
         super().validate()
         self.ch_mult = tuple(self.ch_mult)
         self.attn_resolutions = tuple(self.attn_resolutions)
-        if self.ch < 1 or self.emb_ch < 1 or self.num_res_blocks < 1 or not self.ch_mult:
-            raise ConfigError("ch, emb_ch, num_res_blocks must be >= 1 and ch_mult non-empty")
+        if (self.ch < 1 or self.emb_ch < 1 or self.num_res_blocks < 1 or self.heads < 1 or self.norm_groups < 1
+                or not self.ch_mult or min(self.ch_mult) < 1):
+            raise ConfigError("ch, emb_ch, num_res_blocks, heads, norm_groups must be >= 1 and ch_mult a non-empty "
+                              "list of positive multipliers")
         down = 2 ** (len(self.ch_mult) - 1)
         if self.image_size % down:
             raise ConfigError(

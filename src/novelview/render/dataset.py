@@ -55,8 +55,8 @@ class RenderConfig:
     depth_scale: float = DEPTH_SCALE
 
     def __post_init__(self) -> None:
-        if self.views < 1 or self.size < 4 or self.antialias < 1:
-            raise ConfigError(f"need views >= 1, size >= 4, antialias >= 1 (got {self.views}, {self.size}, "
+        if self.views < 2 or self.size < 4 or self.antialias < 1:  # one view per object teaches nothing
+            raise ConfigError(f"need views >= 2, size >= 4, antialias >= 1 (got {self.views}, {self.size}, "
                               f"{self.antialias})")
         if self.format not in ("srn", "blender"):
             raise ConfigError(f"output format must be 'srn' or 'blender', got {self.format!r}")
@@ -190,6 +190,8 @@ def render_dataset(
     from novelview.render.gl import check_available
 
     mesh_dir, out = Path(mesh_dir), Path(out)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     meshes = find_meshes(mesh_dir)
     if not meshes:
         raise DataError(f"{mesh_dir}: no mesh files ({', '.join(MESH_SUFFIXES)}) found")

@@ -190,6 +190,8 @@ def find_meshes(root: str | Path) -> list[tuple[str, Path]]:
     files differ only by suffix, the suffix is kept in the name.
     """
     root = Path(root)
+    if root.is_file():
+        raise DataError(f"{root}: is a file; give the folder that holds the meshes")
     if not root.is_dir():
         raise DataError(f"{root}: mesh folder not found")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MESH_SUFFIXES
