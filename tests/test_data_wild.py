@@ -390,3 +390,11 @@ def test_nerfstudio_mask_path_is_the_mask(tmp_path: Path) -> None:
     (root / "masks" / "frame_00001.png").unlink()
     with pytest.raises(DataError, match="frame_00001"):
         open_dataset(root)
+
+
+def test_the_odd_image_out_is_the_one_reported(synth_copy: Path) -> None:
+    """One SRN view of another shape: `data info` names that file, not the views that match intrinsics.txt."""
+    first = sorted((synth_copy / "obj_00000" / "rgb").iterdir())[0]
+    Image.new("RGB", (SIZE + 4, SIZE), "white").save(first)
+    problems = inspect_dataset(synth_copy).problems
+    assert len(problems) == 1 and first.name in problems[0] and "intrinsics are for" in problems[0], problems

@@ -343,3 +343,26 @@ def test_resume_problems_are_named(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="hidden"):
         train(_cfg(dataset, tmp_path / "o", model="dit-tiny", model_overrides={"hidden": "wide"}))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_new_run_that_fails_early_leaves_nothing_and_leftovers_are_cleaned(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import novelview.train as train_module
+
+    def unreadable_batch(*args, **kwargs):
+        raise NovelviewError("obj_00003/rgb/000002.png: not a readable image")
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "training_loss", unreadable_batch)
+        with pytest.raises(NovelviewError, match="not a readable image"):
+            train(_cfg(dataset, tmp_path / "fresh"))
+    assert not (tmp_path / "fresh").exists()
+    # A run with checkpoints is kept whatever happens; a killed save's temporary folder goes on resume.
+    run = tmp_path / "kept"
+    train(_cfg(dataset, run, steps=2))
+    leftover = run / "checkpoints" / ".step_0000004.tmp-abc123"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"half")
+    train(_cfg(dataset, run, steps=4), resume=True)
+    assert not leftover.exists() and [p.name for p in ckpt.list_checkpoints(run)][-1] == "step_0000004"

@@ -284,6 +284,17 @@ def remove_checkpoint(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def remove_partial_checkpoints(run_dir: str | Path) -> None:
+    """Delete what killed runs left behind in ``run_dir/checkpoints`` (``.step_N.tmp-*``, ``.step_N.trash-*``).
+
+    Call only while no other process writes checkpoints of this run."""
+    root = Path(run_dir) / "checkpoints"
+    if root.is_dir():
+        for leftover in root.glob(".step_*"):
+            if ".tmp-" in leftover.name or ".trash-" in leftover.name:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete training checkpoints of a run, oldest first (temporary directories are ignored)."""
     root = Path(run_dir) / "checkpoints"

@@ -410,7 +410,9 @@ def sample(
         )
     finally:
         close()
-    paths = [out] if len(views) == 1 else [out.with_name(f"{out.stem}_{i:03d}{out.suffix}") for i in range(len(views))]
+    width = max(3, len(str(len(views) - 1)))  # names sort in pose order
+    paths = [out] if len(views) == 1 else [out.with_name(f"{out.stem}_{i:0{width}d}{out.suffix}")
+                                           for i in range(len(views))]
     for view, path in zip(views, paths):
         save_image(view, path)
     typer.echo("\n".join(str(p) for p in paths))

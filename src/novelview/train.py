@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -243,7 +244,22 @@ def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Pat
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or resume) training as described by ``cfg``. Returns where the results are."""
+    """Run (or resume) training as described by ``cfg``. Returns where the results are.
+
+    A new run that fails before its first checkpoint (say, on a corrupt image in its first batch) removes the
+    run directory it created, so nothing is left that looks like a run; a resumable run is never touched.
+    """
+    run_dir = Path(cfg.out)
+    created = not run_dir.exists()
+    try:
+        return _train(cfg, resume)
+    except BaseException:
+        if created and not resume and not ckpt.list_checkpoints(run_dir) and os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
     from accelerate import Accelerator
 
     from novelview.data.views import MultiViewDataset
@@ -255,6 +271,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
     if resume and not existing:
         raise ConfigError(f"--resume: no checkpoint found under {run_dir / 'checkpoints'}")
+    if os.environ.get("RANK", "0") == "0":
+        ckpt.remove_partial_checkpoints(run_dir)
 
     # Everything that can fail on user input happens before anything is written.
     dataset = MultiViewDataset(cfg.data, size=cfg.image_size, split="train", seed=cfg.seed)

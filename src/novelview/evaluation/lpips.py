@@ -95,7 +95,9 @@ def _load_state(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle / zip errors of a foreign file come in many types
-        raise ConfigError(f"{path}: not a readable torch state dict ({err})") from None
+        # torch's own message for a foreign pickle advises weights_only=False, which we never do for a user file.
+        detail = "not a torch.save file of tensors only" if "Weights only load failed" in str(err) else str(err)[:200]
+        raise ConfigError(f"{path}: not a readable torch state dict ({detail})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -397,7 +397,8 @@ def create_app(
 
     # Outermost first: the size limit must see the raw stream before anything parses it.
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _FORM_OVERHEAD)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + _FORM_OVERHEAD,
+                       upload_limit=settings.max_upload_bytes)
     return app
 
 

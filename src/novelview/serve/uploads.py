@@ -36,9 +36,11 @@ class _TooLarge(Exception):
 class BodySizeLimit:
     """ASGI middleware: refuse request bodies larger than ``max_bytes`` with ``413``, counted while reading."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_limit: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # What the 413 message calls the limit: the file-size limit users set, not body + form overhead.
+        self.upload_limit = max_bytes if upload_limit is None else upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -52,7 +54,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = -1
                 if declared > limit:  # cheap early answer; the counting below is what we rely on
-                    await _send_413(send, limit)
+                    await _send_413(send, self.upload_limit)
                     return
         received = 0
         exceeded = False
@@ -77,7 +79,7 @@ class BodySizeLimit:
                 # into a 400); replace it with the 413 that describes what happened.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await _send_413(send, limit)
+                    await _send_413(send, self.upload_limit)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -87,7 +89,7 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, guarded_send)
         except _TooLarge:
             if not started:
-                await _send_413(send, limit)
+                await _send_413(send, self.upload_limit)
 
 
 async def _send_413(send: Send, limit: int) -> None:

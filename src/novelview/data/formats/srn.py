@@ -127,6 +127,19 @@ def _dataset_settings(root: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
+def _reference_size(images: list[Path], size: tuple[int, int] | None) -> tuple[int, int]:
+    """(H, W) the scene's one K is rescaled to: the first image with the aspect of intrinsics.txt's ``H W``, so
+    that an odd image out is the one reported, not every other view."""
+    first = image_header_size(images[0])
+    if size is None or first[0] * size[1] == first[1] * size[0]:
+        return first
+    for path in images[1:]:
+        hw = image_header_size(path)
+        if hw[0] * size[1] == hw[1] * size[0]:
+            return hw
+    return first
+
+
 def read_object(folder: Path, problems: Problems, depth_scale: float | None = None) -> Scene | None:
     """One SRN object folder -> Scene (None, with problems recorded, if it is unusable in lenient mode)."""
     try:
@@ -178,7 +191,7 @@ def read_object(folder: Path, problems: Problems, depth_scale: float | None = No
     masks = _companions(keep, mask_dir, problems) if mask_dir.is_dir() else None
     depths = _companions(keep, depth_dir, problems) if depth_dir.is_dir() else None
     try:
-        disk_hw = image_header_size(keep[0])
+        disk_hw = _reference_size(keep, intr.size)
     except NovelviewError as err:
         problems.add(err)
         return None
