@@ -398,3 +398,14 @@ def test_the_odd_image_out_is_the_one_reported(synth_copy: Path) -> None:
     Image.new("RGB", (SIZE + 4, SIZE), "white").save(first)
     problems = inspect_dataset(synth_copy).problems
     assert len(problems) == 1 and first.name in problems[0] and "intrinsics are for" in problems[0], problems
+
+
+def test_masks_of_another_shape_and_datasets_from_the_future_are_reported(synth_copy: Path) -> None:
+    mask = sorted((synth_copy / "obj_00001" / "mask").iterdir())[0]
+    Image.new("L", (SIZE // 3, SIZE), 255).save(mask)
+    problems = inspect_dataset(synth_copy).problems
+    assert len(problems) == 1 and mask.name in problems[0] and "mask/depth map" in problems[0], problems
+    info = json.loads((synth_copy / "dataset.json").read_text())
+    (synth_copy / "dataset.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(DataError, match="newer than this novelview"):
+        open_dataset(synth_copy)

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from novelview.checkpoint import default_checkpoint_path, read_config
+from novelview.demo import run_demo
 
 
 def test_shipped_checkpoint_is_small_and_inference_only() -> None:
@@ -68,3 +70,14 @@ def test_shipped_model_beats_copying_the_input_at_90_degrees_and_more() -> None:
     assert model_psnr > copy_psnr, (model_psnr, copy_psnr)
     assert model_ssim > copy_ssim, (model_ssim, copy_ssim)
 
+
+
+def test_demo_bad_input_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+    from novelview.errors import NovelviewError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NovelviewError, match="not an SRN object"):
+        run_demo(example=tmp_path / "empty", out_dir=tmp_path / "out", progress=False)
+    with pytest.raises(NovelviewError, match="--steps >= 1"):
+        run_demo(steps=0, out_dir=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from novelview import images
-from novelview.errors import DataError
+from novelview.errors import ConfigError, DataError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "objects"
 
@@ -40,6 +40,8 @@ def _example_scene(example: str | Path | None):
         path = Path(example)
         if path.is_dir() and (path / "rgb").is_dir():
             root, name = path.parent, path.name
+        elif path.is_dir():
+            raise DataError(f"--example {example}: a folder, but not an SRN object (it has no rgb/ folder)")
         else:
             name = str(example)
     if not root.is_dir():
@@ -72,6 +74,8 @@ def run_demo(
     from novelview.evaluation.metrics import ssim as ssim_fn
     from novelview.pipeline import Pipeline
 
+    if steps < 1 or seed < 0:
+        raise ConfigError(f"need --steps >= 1 and --seed >= 0, got {steps} and {seed}")
     scene = _example_scene(example)
     pipe = Pipeline.from_checkpoint(checkpoint)
     size = pipe.image_size

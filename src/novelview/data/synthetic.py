@@ -43,7 +43,13 @@ from torch import Tensor
 
 from novelview import cameras
 from novelview.data.atomic import atomic_directory, write_text_atomic
-from novelview.data.formats.srn import DEPTH_SCALE, depth_to_uint16, write_intrinsics, write_view
+from novelview.data.formats.srn import (
+    DATASET_FORMAT_VERSION,
+    DEPTH_SCALE,
+    depth_to_uint16,
+    write_intrinsics,
+    write_view,
+)
 from novelview.data.viewpoints import CameraDistribution
 from novelview.errors import ConfigError
 
@@ -52,7 +58,6 @@ N_COLOURS = {"box": 6, "sphere": 1, "cylinder": 2, "cone": 2}
 OBJECT_RADIUS = 0.8
 #: Rays intersected per batch; bounds memory at large image sizes.
 RAY_BUDGET = 1 << 18
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -447,7 +452,7 @@ def write_object_views(folder: Path, views: ObjectViews) -> int:
 def dataset_json(cfg: SynthConfig) -> dict[str, Any]:
     return {
         "format": "srn",
-        "format_version": FORMAT_VERSION,
+        "format_version": DATASET_FORMAT_VERSION,
         "generator": "novelview data synth",
         "objects": cfg.objects,
         "views": cfg.views,

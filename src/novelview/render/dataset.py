@@ -29,13 +29,18 @@ import torch
 
 from novelview.data.atomic import atomic_directory, check_writable_target, is_temporary, write_text_atomic
 from novelview.data.formats.blender import BlenderSceneWriter
-from novelview.data.formats.srn import DEPTH_SCALE, depth_to_uint16, write_intrinsics, write_view
+from novelview.data.formats.srn import (
+    DATASET_FORMAT_VERSION,
+    DEPTH_SCALE,
+    depth_to_uint16,
+    write_intrinsics,
+    write_view,
+)
 from novelview.data.synthetic import OBJECT_RADIUS, SynthConfig
 from novelview.data.viewpoints import CameraDistribution
 from novelview.errors import ConfigError, DataError, NovelviewError
 from novelview.render.mesh import MESH_SUFFIXES, UpAxis, find_meshes, load_mesh
 
-FORMAT_VERSION = 1
 OutputFormat = Literal["srn", "blender"]
 
 
@@ -159,7 +164,7 @@ def _prepare_out(out: Path, cfg: RenderConfig, overwrite: bool) -> None:
 def _dataset_json(cfg: RenderConfig, mesh_dir: Path, summary: RenderSummary, total: int) -> dict[str, Any]:
     return {
         "format": cfg.format,
-        "format_version": FORMAT_VERSION,
+        "format_version": DATASET_FORMAT_VERSION,
         "generator": "novelview data render",
         "source": str(mesh_dir),
         "objects": total - len(summary.failed),

@@ -186,8 +186,10 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
             checked += 1
             try:
                 img = open_image(path, exif_transpose=False)
-                if one_k and path in images and abs(img.width * h0 - img.height * w0) > max(h0, w0):
-                    raise DataError(f"{path}: image is {img.width}x{img.height} but the scene's intrinsics are for "
+                if one_k and abs(img.width * h0 - img.height * w0) > max(h0, w0):
+                    # a mask or depth map of another shape would be cropped differently from its view
+                    what = "image" if path in images else "mask/depth map"
+                    raise DataError(f"{path}: {what} is {img.width}x{img.height} but the scene's intrinsics are for "
                                     f"{w0}x{h0} (different aspect ratio)")
             except NovelviewError as err:
                 problems.add(err)

@@ -40,6 +40,8 @@ from novelview.errors import DataError, NovelviewError
 
 #: Default depth PNG scale: stored uint16 = round(depth * 1000), i.e. millimetres when scene units are metres.
 DEPTH_SCALE = 1000.0
+#: Version of the ``dataset.json`` that `data synth` and `data render` write beside SRN-layout data.
+DATASET_FORMAT_VERSION = 1
 
 
 def is_srn_object(folder: Path) -> bool:
@@ -122,9 +124,16 @@ def _dataset_settings(root: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        settings = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(settings, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    version = settings.get("format_version")
+    if isinstance(version, int) and version > DATASET_FORMAT_VERSION:
+        raise DataError(f"{path}: dataset format {version} is newer than this novelview reads "
+                        f"({DATASET_FORMAT_VERSION}); upgrade novelview")
+    return settings
 
 
 def _reference_size(images: list[Path], size: tuple[int, int] | None) -> tuple[int, int]:
