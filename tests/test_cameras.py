@@ -278,7 +278,7 @@ def _orbit_capture(gen: torch.Generator, n: int = 10) -> tuple[torch.Tensor, tor
 def test_capture_frame_of_an_orbit_is_the_origin_and_plus_z(gen: torch.Generator) -> None:
     poses, elevation = _orbit_capture(gen)
     frame = cameras.capture_frame(poses)
-    assert frame.point is not None and frame.point.abs().max() < 1e-9
+    assert frame.centred and frame.point.abs().max() < 1e-9
     assert torch.allclose(frame.up, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), atol=1e-9)
     el, radius = cameras.capture_spherical(poses)
     assert torch.allclose(el, elevation, atol=1e-9) and torch.allclose(radius, torch.full_like(radius, 2.5))
@@ -301,17 +301,43 @@ def test_capture_spherical_ignores_the_world_frame(gen: torch.Generator, scale: 
 
 
 def test_capture_frame_of_forward_facing_and_degenerate_captures(gen: torch.Generator) -> None:
-    # All cameras looking the same way (an LLFF-style capture): no common point; up = the cameras' up.
+    """Where the cameras do not determine the frame, the documented convention (origin, +z up) stays."""
+    z_up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    # All cameras looking the same way (an LLFF-style capture): no common point, no horizontal plane.
     forward = cameras.make_pose(torch.eye(3, dtype=torch.float64).expand(6, 3, 3),
                                 torch.randn(6, 3, generator=gen, dtype=torch.float64) * 0.2)
     frame = cameras.capture_frame(forward)
-    assert frame.point is None
-    assert torch.allclose(frame.up, torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))  # OpenCV: +y is down
+    assert not frame.centred and torch.equal(frame.point, torch.zeros(3, dtype=torch.float64))
+    assert torch.allclose(frame.up, z_up)
     el, radius = cameras.capture_spherical(forward, frame)
     assert torch.allclose(radius, forward[:, :3, 3].norm(dim=-1))
     # Cameras looking away from each other (outward): the axes meet behind them, which is no object.
-    outward = cameras.look_at(torch.tensor([[0.0, 0.0, 0.0]] * 4, dtype=torch.float64) + 0.01 * torch.randn(
-        4, 3, generator=gen, dtype=torch.float64), torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]],
-                                                                dtype=torch.float64))
-    assert cameras.look_at_point(outward) is None
-    assert cameras.look_at_point(forward[:1]) is None  # one camera
+    eyes = 0.01 * torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    targets = torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], dtype=torch.float64)
+    assert cameras.look_at_point(cameras.look_at(eyes, targets)) is None
+    # One view, two views 5 degrees apart, a vertical arc at one azimuth: origin-centred, +z-up data keeps
+    # its elevations.
+    for az, el in [([30.0], [10.0]), ([30.0, 35.0], [30.0, 30.0]), ([40.0] * 5, [-10.0, 0.0, 15.0, 30.0, 40.0])]:
+        az_t, el_t = torch.tensor(az, dtype=torch.float64), torch.tensor(el, dtype=torch.float64)
+        poses = cameras.spherical_to_pose(az_t, el_t, torch.full_like(az_t, 2.5))
+        got, radius = cameras.capture_spherical(poses)
+        assert torch.allclose(got, el_t, atol=1e-6) and torch.allclose(radius, torch.full_like(radius, 2.5))
+    # Cameras rolled at random say nothing about up.
+    az_t = torch.rand(8, generator=gen, dtype=torch.float64) * 360
+    poses = cameras.spherical_to_pose(az_t, torch.full_like(az_t, 20.0), torch.full_like(az_t, 2.5))
+    roll = torch.rand(8, generator=gen, dtype=torch.float64) * 2 * math.pi
+    c, s_ = torch.cos(roll), torch.sin(roll)
+    spin = torch.zeros(8, 3, 3, dtype=torch.float64)
+    spin[:, 0, 0], spin[:, 0, 1], spin[:, 1, 0], spin[:, 1, 1], spin[:, 2, 2] = c, -s_, s_, c, 1.0
+    rolled = poses.clone()
+    rolled[:, :3, :3] = poses[:, :3, :3] @ spin  # turn each camera about its optical axis
+    assert torch.allclose(cameras.capture_frame(rolled).up, z_up)
+
+
+def test_capture_frames_batch_like_the_poses(gen: torch.Generator) -> None:
+    a, _ = _orbit_capture(gen)
+    world = random_poses(gen, 1)[0]
+    b = world @ a
+    frame = cameras.capture_frame(torch.stack([a, b]))
+    assert frame.point.shape == (2, 3) and frame.up.shape == (2, 3) and frame.centred.all()
+    assert torch.allclose(frame.up[1], cameras.capture_frame(b).up) and torch.allclose(frame.up[1], world[:3, 2])

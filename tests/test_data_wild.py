@@ -387,6 +387,9 @@ def test_nerfstudio_mask_path_is_the_mask(tmp_path: Path) -> None:
         mask = load_view_mask(scene, i, None)
         assert mask is not None and mask.shape == (1, 12, 12)
         assert mask[0, 3:9, 2 + i:8 + i].min() == 1.0 and mask.sum() == 36
+    Image.new("L", (6, 12), 255).save(root / "masks" / "frame_00001.png")  # not the shape of its photo
+    problems = inspect_dataset(root).problems
+    assert len(problems) == 1 and "frame_00001.png: mask/depth map is 6x12" in problems[0], problems
     (root / "masks" / "frame_00001.png").unlink()
     with pytest.raises(DataError, match="frame_00001"):
         open_dataset(root)

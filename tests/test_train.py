@@ -267,9 +267,14 @@ def test_export_writes_small_inference_checkpoint_with_ema_weights(dataset: Path
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "thesis.tex").write_text("precious")
+    (notes / "config.json").write_text("{}")  # a common name: not enough to count as a checkpoint
+    other_run = tmp_path / "other"
+    train(_cfg(dataset, other_run, steps=2, checkpoint_every=2))
     for target, words in [(run, "being exported"), (run / "checkpoints" / "x", "being exported"),
-                          (notes, "not a checkpoint"), (out, "--overwrite")]:
-        proc = _cli("export", "--checkpoint", str(run), "--out", str(target), check=False)
+                          (notes, "not an exported checkpoint"), (out, "--overwrite"),
+                          (ckpt.list_checkpoints(other_run)[-1], "not an exported checkpoint")]:
+        forced = [] if target == out else ["--overwrite"]  # even --overwrite replaces only an exported checkpoint
+        proc = _cli("export", "--checkpoint", str(run), "--out", str(target), *forced, check=False)
         assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(str(p) for p in run.rglob("*")) == before and (notes / "thesis.tex").read_text() == "precious"
     _cli("export", "--checkpoint", str(run), "--out", str(out), "--overwrite")
@@ -358,11 +363,31 @@ def test_a_new_run_that_fails_early_leaves_nothing_and_leftovers_are_cleaned(
         with pytest.raises(NovelviewError, match="not a readable image"):
             train(_cfg(dataset, tmp_path / "fresh"))
     assert not (tmp_path / "fresh").exists()
-    # A run with checkpoints is kept whatever happens; a killed save's temporary folder goes on resume.
+    # Once a step has run, the folder and its log stay (they diagnose the failure); a killed save's temporary
+    # folder goes on resume.
+    calls = {"n": 0}
+    real_loss = train_module.training_loss
+
+    def fails_at_step_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "training_loss", fails_at_step_two)
+        with pytest.raises(KeyboardInterrupt):
+            train(_cfg(dataset, tmp_path / "interrupted", checkpoint_every=100))
+    assert (tmp_path / "interrupted" / "train_config.json").exists()
     run = tmp_path / "kept"
     train(_cfg(dataset, run, steps=2))
     leftover = run / "checkpoints" / ".step_0000004.tmp-abc123"
     leftover.mkdir()
     (leftover / "model.safetensors").write_bytes(b"half")
-    train(_cfg(dataset, run, steps=4), resume=True)
+    config = ckpt.list_checkpoints(run)[-1] / ckpt.CONFIG_FILE
+    saved = json.loads(config.read_text())
+    saved["model"]["pose_scale"] = 1.75  # as if the dataset's statistics had been computed otherwise
+    config.write_text(json.dumps(saved))
+    result = train(_cfg(dataset, run, steps=4), resume=True)
     assert not leftover.exists() and [p.name for p in ckpt.list_checkpoints(run)][-1] == "step_0000004"
+    assert result.model.config.pose_scale == 1.75  # a resumed model keeps the scale its weights learned

@@ -363,75 +363,85 @@ def angle_between_views(pose_a: Tensor, pose_b: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 #: Below this mean squared sine between the optical axes (about 6 degrees of spread) the axes are treated as
-#: parallel: a forward-facing capture, which has no point that every camera looks at.
+#: parallel: a forward-facing capture, which has no point that every camera looks at. The same bound on the
+#: spread of the cameras' x axes decides whether they span a horizontal plane at all.
 MIN_AXIS_SPREAD = 0.01
-
-
-def look_at_point(pose: Tensor) -> Tensor | None:
-    """The point closest to every camera's optical axis (least squares), i.e. where an object-centric capture
-    looks; ``None`` when there is no such point (axes close to parallel, or the point behind most cameras).
-
-    Our procedural data and SRN put it at the origin, but a COLMAP / nerfstudio capture of a real object puts
-    the object wherever the reconstruction's frame happens to lie, so camera distances are measured from here.
-    """
-    centres = pose[..., :3, 3].reshape(-1, 3).double()
-    axes = torch.nn.functional.normalize(pose[..., :3, 2].reshape(-1, 3).double(), dim=-1)
-    if len(centres) < 2:
-        return None
-    # sum_i (I - d_i d_i^T) (p - c_i) = 0: the normal equations of the distances from p to the lines.
-    projectors = torch.eye(3, dtype=torch.float64) - axes[:, :, None] * axes[:, None, :]
-    a = projectors.sum(0)
-    if torch.linalg.eigvalsh(a)[0] < MIN_AXIS_SPREAD * len(centres):
-        return None
-    point = torch.linalg.solve(a, (projectors @ centres[:, :, None]).sum(0))[:, 0]
-    in_front = ((point - centres) * axes).sum(-1) > 0
-    if in_front.double().mean() <= 0.5:
-        return None
-    return point.to(pose.dtype)
-
-
-def estimate_up(pose: Tensor) -> Tensor:
-    """Unit world "up" of a capture, from its cameras alone.
-
-    People (and renderers) keep the horizon level, so every camera's x axis lies in the horizontal plane:
-    up is the direction most nearly perpendicular to all of them, signed to agree with the cameras' mean up
-    (their -y axis). When the x axes are all close to parallel that plane is not determined and the mean camera
-    up is the answer instead. For cameras placed with +z up (our procedural data, NeRF-synthetic) this gives +z.
-    """
-    rights = torch.nn.functional.normalize(pose[..., :3, 0].reshape(-1, 3).double(), dim=-1)
-    camera_up = -pose[..., :3, 1].reshape(-1, 3).double().mean(0)
-    eigenvalues, eigenvectors = torch.linalg.eigh(rights.T @ rights)
-    if eigenvalues[1] < MIN_AXIS_SPREAD * len(rights) or camera_up.norm() < 1e-6:
-        up = camera_up if camera_up.norm() >= 1e-6 else torch.tensor(WORLD_UP, dtype=torch.float64)
-    else:
-        up = eigenvectors[:, 0]
-        if up @ camera_up < 0:
-            up = -up
-    return torch.nn.functional.normalize(up, dim=0).to(pose.dtype)
+#: Above this mean squared sine of the cameras' x axes out of their best horizontal plane (about 13 degrees of
+#: roll) the horizon was not kept level and the cameras say nothing about up.
+MAX_HORIZON_TILT = 0.05
 
 
 class CaptureFrame(NamedTuple):
-    """Where the cameras of one capture look (``None``: forward-facing, no such point) and its unit up."""
+    """Where the cameras of a capture look and which way is up; batched like the poses (``[...]``)."""
 
-    point: Tensor | None
-    up: Tensor
+    point: Tensor  # [..., 3] the point the optical axes meet; the world origin where they do not
+    up: Tensor  # [..., 3] unit up
+    centred: Tensor  # [...] bool: the optical axes do meet in front of the cameras
 
 
 def capture_frame(pose: Tensor) -> CaptureFrame:
-    """:func:`look_at_point` and :func:`estimate_up` of one capture's poses ``[V, 4, 4]``."""
-    return CaptureFrame(look_at_point(pose), estimate_up(pose))
+    """The frame of captures ``[..., V, 4, 4]`` (V views each), from their cameras alone.
+
+    * **Point**: the least-squares point closest to every optical axis, where an object-centric capture looks.
+      Our procedural data and SRN put it at the origin; a COLMAP / nerfstudio reconstruction puts the object
+      anywhere. Not found (``centred`` False, origin used) when the axes are nearly parallel (a forward-facing
+      capture, or a single view) or meet behind most cameras.
+    * **Up**: people and renderers keep the horizon level, so every camera's x axis lies in the horizontal
+      plane and up is the direction most nearly perpendicular to all of them, signed like the cameras' mean up
+      (-y), or, where that is ambiguous, so that the cameras sit above the point. Where the x axes do not pin a
+      plane down (all parallel, or rolled at random) the documented convention, world +z, is kept.
+
+    For cameras that look at the origin with +z up (our data, NeRF-synthetic, SRN) this is the origin and +z.
+    """
+    p = pose.double()
+    views = p.shape[-3]
+    eye = torch.eye(3, dtype=torch.float64, device=p.device)
+    centres = p[..., :3, 3]
+    axes = torch.nn.functional.normalize(p[..., :3, 2], dim=-1)
+    # sum_i (I - d_i d_i^T) (x - c_i) = 0: the normal equations of the distances from x to the lines.
+    projectors = eye - axes[..., :, None] * axes[..., None, :]
+    a = projectors.sum(-3)
+    meet = torch.linalg.eigvalsh(a)[..., 0] >= MIN_AXIS_SPREAD * views
+    point = torch.linalg.solve(torch.where(meet[..., None, None], a, eye), (projectors @ centres[..., None]).sum(-3))
+    point = point[..., 0]
+    in_front = (((point[..., None, :] - centres) * axes).sum(-1) > 0).double().mean(-1) > 0.5
+    centred = meet & in_front
+    point = torch.where(centred[..., None], point, torch.zeros_like(point))
+
+    rights = torch.nn.functional.normalize(p[..., :3, 0], dim=-1)
+    spread, directions = torch.linalg.eigh(rights.transpose(-1, -2) @ rights)
+    up = directions[..., :, 0]
+    determined = (spread[..., 1] >= MIN_AXIS_SPREAD * views) & (spread[..., 0] <= MAX_HORIZON_TILT * views)
+    camera_up = -p[..., :3, 1].mean(-2)
+    agreement = (up * camera_up).sum(-1)
+    above = ((centres - point[..., None, :]) @ up[..., :, None])[..., 0].mean(-1)
+    sign = torch.where(agreement.abs() > 0.1, agreement.sign(), torch.where(centred, above.sign(), up[..., 2].sign()))
+    up = up * torch.where(sign == 0, torch.ones_like(sign), sign)[..., None]
+    world_up = torch.tensor(WORLD_UP, dtype=torch.float64, device=p.device).expand_as(up)
+    up = torch.where(determined[..., None], up, world_up)
+    return CaptureFrame(point.to(pose.dtype), up.to(pose.dtype), centred)
+
+
+def look_at_point(pose: Tensor) -> Tensor | None:
+    """The point one capture's cameras ``[V, 4, 4]`` look at, or None (see :func:`capture_frame`)."""
+    frame = capture_frame(pose)
+    return frame.point if bool(frame.centred) else None
+
+
+def estimate_up(pose: Tensor) -> Tensor:
+    """The unit up of one capture's cameras ``[V, 4, 4]`` (see :func:`capture_frame`)."""
+    return capture_frame(pose).up
 
 
 def capture_spherical(pose: Tensor, frame: CaptureFrame | None = None) -> tuple[Tensor, Tensor]:
-    """Elevation (degrees) and distance of each camera of one capture, measured from the point its cameras
-    look at and against its up (``frame``, default :func:`capture_frame`); a forward-facing capture has no
-    such point, and its distances are from the world origin."""
+    """Elevation (degrees) and distance ``[..., V]`` of the cameras of captures ``[..., V, 4, 4]``, measured
+    from the point they look at and against their up (``frame``, default :func:`capture_frame`); a capture
+    without such a point is measured from the world origin."""
     frame = capture_frame(pose) if frame is None else frame
-    offsets = pose[..., :3, 3].double()
-    if frame.point is not None:
-        offsets = offsets - frame.point.double()
+    offsets = pose[..., :3, 3].double() - frame.point.double()[..., None, :]
     radius = offsets.norm(dim=-1)
-    elevation = torch.rad2deg(torch.asin(((offsets @ frame.up.double()) / radius.clamp_min(1e-12)).clamp(-1, 1)))
+    height = (offsets @ frame.up.double()[..., :, None])[..., 0]
+    elevation = torch.rad2deg(torch.asin((height / radius.clamp_min(1e-12)).clamp(-1, 1)))
     return elevation.to(pose.dtype), radius.to(pose.dtype)
 
 
@@ -507,6 +517,7 @@ def fov_of(k: Tensor, width: int) -> Tensor:
 
 
 __all__ = [
+    "MAX_HORIZON_TILT",
     "MIN_AXIS_SPREAD",
     "WORLD_UP",
     "CaptureFrame",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -260,8 +259,13 @@ def _check_export_target(sources: list[Path], dst: Path, overwrite: bool) -> Non
     if dst.exists() and not dst.is_dir():
         raise CheckpointError(f"--out {dst}: exists and is not a directory")
     if dst.is_dir() and any(dst.iterdir()):
-        if not (dst / CONFIG_FILE).is_file() or (dst / "checkpoints").exists():
-            raise CheckpointError(f"--out {dst}: a non-empty folder that is not a checkpoint; choose a new folder")
+        # Only an inference checkpoint (what export writes) may be replaced: a training checkpoint would lose
+        # its optimizer state, and a folder that merely holds a config.json is somebody else's.
+        names = {p.name for p in dst.iterdir()}
+        if not names <= {CONFIG_FILE, MODEL_FILE, EMA_FILE} or CONFIG_FILE not in names:
+            raise CheckpointError(f"--out {dst}: a non-empty folder that is not an exported checkpoint; choose a "
+                                  "new folder")
+        read_config(dst)
         if not overwrite:
             raise CheckpointError(f"--out {dst}: a checkpoint is already there; pass --overwrite to replace it")
 
@@ -271,10 +275,14 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise CheckpointError(f"{path}: no {STATE_FILE}; this checkpoint cannot be resumed")
     try:
-        return torch.load(file, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
-        raise CheckpointError(f"{file}: unreadable ({str(err).splitlines()[0]}); resume from an earlier checkpoint "
-                              "by deleting this one") from None
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, foreign pickle, missing classes: all mean "not our state"
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{file}: unreadable ({detail}); resume from an earlier checkpoint by deleting this "
+                              "one") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{file}: not a novelview training state")
+    return state
 
 
 def remove_checkpoint(path: Path) -> None:

@@ -246,20 +246,22 @@ def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Pat
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Run (or resume) training as described by ``cfg``. Returns where the results are.
 
-    A new run that fails before its first checkpoint (say, on a corrupt image in its first batch) removes the
-    run directory it created, so nothing is left that looks like a run; a resumable run is never touched.
+    A new run that fails before its first training step (say, on a corrupt image in its first batch) removes
+    the run directory it created, so nothing is left that looks like a run; once a step has run, the folder and
+    its log stay whatever happens (they are what diagnoses a failure), and a resumed run is never touched.
     """
     run_dir = Path(cfg.out)
     created = not run_dir.exists()
+    progress = {"stepped": False}
     try:
-        return _train(cfg, resume)
+        return _train(cfg, resume, progress)
     except BaseException:
-        if created and not resume and not ckpt.list_checkpoints(run_dir) and os.environ.get("RANK", "0") == "0":
+        if created and not resume and not progress["stepped"] and os.environ.get("RANK", "0") == "0":
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
+def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainResult:
     from accelerate import Accelerator
 
     from novelview.data.views import MultiViewDataset
@@ -283,7 +285,10 @@ def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
     if cfg.diffusion.self_condition and cfg.objective == "diffusion":
         overrides["self_condition"] = True
     radius = dataset.camera_stats().get("radius")
-    if "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
+    saved_scale = ckpt.read_config(existing[-1]).model.get("pose_scale") if resume else None
+    if "pose_scale" not in overrides and saved_scale is not None:
+        overrides["pose_scale"] = float(saved_scale)  # what the weights learned, even if the statistics changed
+    elif "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
         # Ray origins in units of the dataset's camera distance: the same model fits SRN, Blender or our data.
         overrides["pose_scale"] = float(radius)
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
@@ -401,6 +406,7 @@ def _train(cfg: TrainConfig, resume: bool) -> TrainResult:
         # Every process must agree to skip, or DDP would wait forever for the skipping one's gradients.
         finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
         done = step + 1
+        progress["stepped"] = True
         skipped = finite.item() < world
         if skipped:
             nonfinite_run += 1

@@ -7,6 +7,7 @@ skip ``*.tmp-*`` folders. Renames within one parent directory are atomic on POSI
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -36,9 +37,18 @@ def check_writable_target(out: Path, overwrite: bool) -> None:
     if is_nonempty_dir(out):
         if not overwrite:
             raise DataError(f"{out}: output directory exists and is not empty (pass --overwrite to replace it)")
-        if not (out / "dataset.json").is_file():
-            raise DataError(f"{out}: not a dataset written by novelview (no dataset.json), so --overwrite will not "
-                            "delete it; choose another folder or remove it yourself")
+        if not written_by_novelview(out):
+            raise DataError(f"{out}: not a dataset written by novelview (no dataset.json naming it), so --overwrite "
+                            "will not delete it; choose another folder or remove it yourself")
+
+
+def written_by_novelview(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset our generators wrote (its ``dataset.json`` says so)."""
+    try:
+        info = json.loads((folder / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and str(info.get("generator", "")).startswith("novelview")
 
 
 @contextmanager

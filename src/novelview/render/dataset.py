@@ -145,7 +145,7 @@ def _prepare_out(out: Path, cfg: RenderConfig, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not info_path.is_file():
             raise DataError(f"{out}: not empty and not a rendered dataset (no dataset.json); choose another "
-                            "folder or pass --overwrite")
+                            "folder")
         try:
             previous = json.loads(info_path.read_text()).get("render", {})
         except (OSError, json.JSONDecodeError) as err:

@@ -170,6 +170,20 @@ def load_view_mask(scene: Scene, i: int, size: int | None, crop: Crop = "center"
     return load_mask(_undistort(scene, i, mask, fill=0), size, crop)
 
 
+def _decoded_size(path: Path, problems: Problems) -> tuple[int, int] | None:
+    """``(W, H)`` of a fully decoded image, or None (and a problem) when it does not decode."""
+    try:
+        img = open_image(path, exif_transpose=False)
+    except NovelviewError as err:
+        problems.add(err)
+        return None
+    return img.width, img.height
+
+
+def _aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return abs(a[0] * b[1] - a[1] * b[0]) > max(b)
+
+
 def check_images(collection: SceneCollection, problems: Problems) -> int:
     """Fully decode every image (and mask/depth map) of ``collection``; report each unreadable one.
 
@@ -179,20 +193,25 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
     checked = 0
     for scene in collection:
         h0, w0 = scene.image_size
-        images = set(scene.image_paths)
-        one_k = scene.format != "blender"
-        extra = (scene.mask_paths or []) + (scene.depth_paths or [])
-        for path in list(scene.image_paths) + [p for p in extra if p not in images]:
+        one_k = scene.format != "blender"  # Blender frames carry their own K
+        for i, path in enumerate(scene.image_paths):
             checked += 1
-            try:
-                img = open_image(path, exif_transpose=False)
-                if one_k and abs(img.width * h0 - img.height * w0) > max(h0, w0):
-                    # a mask or depth map of another shape would be cropped differently from its view
-                    what = "image" if path in images else "mask/depth map"
-                    raise DataError(f"{path}: {what} is {img.width}x{img.height} but the scene's intrinsics are for "
-                                    f"{w0}x{h0} (different aspect ratio)")
-            except NovelviewError as err:
-                problems.add(err)
+            size = _decoded_size(path, problems)
+            if size is not None and one_k and _aspect_differs(size, (w0, h0)):
+                problems.add(DataError(f"{path}: image is {size[0]}x{size[1]} but the scene's intrinsics are for "
+                                       f"{w0}x{h0} (different aspect ratio)"))
+            # A mask or depth map of another shape would be cropped differently from its view: compared with the
+            # scene's shape where one K serves all views (so an odd image out is not blamed on its mask), else
+            # with its own view.
+            reference = (w0, h0) if one_k else size
+            for companions in (scene.mask_paths, scene.depth_paths):
+                if companions is None or companions[i] == path:
+                    continue
+                checked += 1
+                other = _decoded_size(companions[i], problems)
+                if other is not None and reference is not None and _aspect_differs(other, reference):
+                    problems.add(DataError(f"{companions[i]}: mask/depth map is {other[0]}x{other[1]} but its view "
+                                           f"{path.name} is {reference[0]}x{reference[1]} (different aspect ratio)"))
     return checked
 
 

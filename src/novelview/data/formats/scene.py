@@ -215,15 +215,18 @@ def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
         return {}
     elevations, radii, offsets, tilts = [], [], [], []
     forward_facing = 0
+    by_views: dict[int, list[Scene]] = {}
     for s in scenes:
-        poses = s.poses.double()
+        by_views.setdefault(s.num_views, []).append(s)
+    for group in by_views.values():  # one batched solve per view count: datasets have 10^5 objects
+        poses = torch.stack([s.poses for s in group]).double()
         frame = cameras.capture_frame(poses)
         elevation, radius = cameras.capture_spherical(poses, frame)
-        elevations.append(elevation)
-        radii.append(radius)
-        offsets.append(float(frame.point.norm()) if frame.point is not None else 0.0)
-        forward_facing += frame.point is None
-        tilts.append(math.degrees(math.acos(max(-1.0, min(1.0, float(frame.up[2]))))))
+        elevations.append(elevation.flatten())
+        radii.append(radius.flatten())
+        offsets.append(frame.point.norm(dim=-1))
+        tilts.append(torch.rad2deg(torch.acos(frame.up[:, 2].clamp(-1, 1))))
+        forward_facing += int((~frame.centred).sum())
     elevation, radius = torch.cat(elevations), torch.cat(radii)
     fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), min(s.image_size)) for s in scenes])
 
@@ -240,8 +243,8 @@ def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
         "elevation_min": f(elevation.min()),
         "elevation_max": f(elevation.max()),
         "views": len(radius),
-        "look_at_offset": f(sum(offsets) / len(offsets)),
-        "up_tilt_deg": f(sum(tilts) / len(tilts)),
+        "look_at_offset": f(torch.cat(offsets).mean()),
+        "up_tilt_deg": f(torch.cat(tilts).mean()),
         "forward_facing": forward_facing,
     }
 
