@@ -34,4 +34,4 @@ OMP_NUM_THREADS=2 $NV train --data "$DATA" --model dit-tiny --size 32 --out "$RU
     --checkpoint-every 500 --val-every 1000 --sample-every 1000 --seed 0 $RESUME
 
 # Ship the EMA weights and config only (no optimizer state).
-$NV export --checkpoint "$RUN" --out checkpoints/default --overwrite
+$NV export --checkpoint "$RUN" --out checkpoints/default --overwrite --guidance 2  # w by measurement: docs/learning-curves.md, step 12

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from novelview import cameras
-from novelview.checkpoint import CheckpointConfig, save_checkpoint
+from novelview.checkpoint import CheckpointConfig, export_checkpoint, read_config, save_checkpoint
 from novelview.diffusion import DiffusionConfig
 from novelview.errors import CheckpointError, ConfigError, PoseError
 from novelview.models.presets import build_model
@@ -209,9 +211,20 @@ def test_learned_variance_dit_and_self_conditioned_checkpoints(tmp_path, picture
     assert view.size == (SIZE, SIZE)
 
 
-def test_guidance_default_depends_on_condition_dropout(tmp_path):
+def test_guidance_default_depends_on_condition_dropout_and_the_checkpoint(tmp_path):
     no_drop = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "nd", diffusion=DiffusionConfig(cond_drop_prob=0.0)))
     assert no_drop.default_guidance() == 1.0
+    plain = make_checkpoint(tmp_path / "plain")
+    assert Pipeline.from_checkpoint(plain).default_guidance() == 3.0  # the library default
+    # a measured weight recorded at export becomes the checkpoint's default
+    measured = export_checkpoint(plain, tmp_path / "measured", sampling={"guidance": 2.0})
+    assert read_config(measured).sampling == {"guidance": 2.0}
+    assert Pipeline.from_checkpoint(measured).default_guidance() == 2.0
+    config = json.loads((measured / "config.json").read_text())
+    config["sampling"] = {"guidance": -1}
+    (measured / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="sampling.guidance"):
+        Pipeline.from_checkpoint(measured)
 
 
 def test_compile_and_autocast_options(tmp_path, picture):

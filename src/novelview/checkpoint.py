@@ -15,6 +15,7 @@ any moment leaves either the previous checkpoint or the new one, never half of o
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -46,6 +47,8 @@ class CheckpointConfig:
     # Camera statistics of the training data: the default input camera of the pipeline comes from here.
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    # Sampling defaults measured for this model (e.g. {"guidance": 2.0}); the library's defaults otherwise.
+    sampling: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -90,8 +93,18 @@ class CheckpointConfig:
             objective=objective,
             data=dict(data.get("data", {})),
             training=dict(data.get("training", {})),
+            sampling=_sampling_defaults(data.get("sampling", {}), source),
             format_version=version,
         )
+
+
+def _sampling_defaults(sampling: Any, source: str) -> dict[str, Any]:
+    if not isinstance(sampling, dict):
+        raise CheckpointError(f"{source}: 'sampling' must be an object such as {{\"guidance\": 2.0}}")
+    guidance = sampling.get("guidance")
+    if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance < math.inf):
+        raise CheckpointError(f"{source}: sampling.guidance must be a number >= 0, got {guidance!r}")
+    return dict(sampling)
 
 
 def default_checkpoint_path() -> Path:
@@ -235,18 +248,26 @@ def load_model(
     return model.to(device).eval(), config
 
 
-def export_checkpoint(src: str | Path, dst: str | Path, use_ema: bool = True, overwrite: bool = False) -> Path:
+def export_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    use_ema: bool = True,
+    overwrite: bool = False,
+    sampling: dict[str, Any] | None = None,
+) -> Path:
     """Write an inference-only copy of a checkpoint: its (EMA) weights as ``model.safetensors`` + config.json.
 
     No optimizer or training state, so it is small enough to ship (the default model in ``checkpoints/``).
     ``dst`` must be new or empty; an existing checkpoint there is replaced only with ``overwrite``, and nothing
-    else is ever replaced (not the run being exported, not a folder of other files).
+    else is ever replaced (not the run being exported, not a folder of other files). ``sampling`` records
+    measured sampling defaults (``{"guidance": 2.0}``) that the pipeline then uses.
     """
     source = resolve_checkpoint(src)
     _check_export_target([Path(src), source], Path(dst), overwrite)
     src = source
     model, config = load_model(src, use_ema=use_ema)
     config.training = {**config.training, "exported_from": src.name, "ema": use_ema and (src / EMA_FILE).is_file()}
+    config.sampling = _sampling_defaults({**config.sampling, **(sampling or {})}, "sampling defaults")
     return save_checkpoint(dst, model, config)
 
 

@@ -200,11 +200,15 @@ def export(
     out: Path = typer.Option(..., "--out", help="Directory for the inference-only checkpoint."),
     raw: bool = typer.Option(False, "--raw", help="Export the raw weights instead of the EMA weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a checkpoint already at OUT."),
+    guidance: Optional[float] = typer.Option(
+        None, "--guidance", min=0.0, help="Record this guidance weight (chosen by measurement, e.g. with `novelview "
+        "eval --guidance W`) as the checkpoint's default for sample, orbit, eval, serve and demo."),
 ) -> None:
     """Write an inference-only checkpoint (EMA weights + config.json, no optimizer state) for shipping."""
     from novelview.checkpoint import export_checkpoint
 
-    path = export_checkpoint(checkpoint, _check_out(out), use_ema=not raw, overwrite=overwrite)
+    sampling = {} if guidance is None else {"guidance": guidance}
+    path = export_checkpoint(checkpoint, _check_out(out), use_ema=not raw, overwrite=overwrite, sampling=sampling)
     size = sum(f.stat().st_size for f in path.iterdir())
     typer.echo(f"wrote {path} ({size / 1e6:.1f} MB)")
 
@@ -213,7 +217,8 @@ def export(
 
 _CHECKPOINT_HELP = "Checkpoint or training-run directory (default: the shipped model, or $NOVELVIEW_CHECKPOINT)."
 _SAMPLER_HELP = "dpmpp (DPM-Solver++ 2M), ddim or ddpm (ancestral)."
-_GUIDANCE_HELP = "Classifier-free guidance weight w: 1 = plain conditional, 0 = unconditional (default 3)."
+_GUIDANCE_HELP = ("Classifier-free guidance weight w: 1 = plain conditional, 0 = unconditional (default: the "
+                  "checkpoint's measured sampling.guidance, else 3).")
 _INPUT_ELEVATION_HELP = "Elevation of the input camera in degrees (default: the training data's mean)."
 _PAD_HELP = "Pad a non-square input with white instead of centre-cropping it."
 _DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."
@@ -493,7 +498,7 @@ def eval_command(
     ),
     sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp, ddim or ddpm."),
     steps: int = typer.Option(25, "--steps", help="Denoising steps."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance (default 3, or 1)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     samples: int = typer.Option(
         1, "--samples", min=1, help="Also score the mean of N unguided samples per view (the model's estimate of "
         "the posterior mean, which is what a regression model predicts); costs N more samplings."),

@@ -125,8 +125,11 @@ class Pipeline:
         return {k: float(data.get(k, v)) if data.get(k) is not None else v for k, v in DEFAULT_CAMERA.items()}
 
     def default_guidance(self) -> float:
+        """The checkpoint's measured ``sampling.guidance`` if it has one, else :data:`DEFAULT_GUIDANCE`."""
         # Guidance needs an unconditional branch; a model trained without condition dropout has none.
-        return DEFAULT_GUIDANCE if self.config.diffusion.cond_drop_prob > 0 else 1.0
+        if self.config.diffusion.cond_drop_prob <= 0:
+            return 1.0
+        return float(self.config.sampling.get("guidance", DEFAULT_GUIDANCE))
 
     def input_camera(
         self, elevation: float | None = None, radius: float | None = None, fov_deg: float | None = None
