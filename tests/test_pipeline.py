@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 from novelview import cameras
 from novelview.checkpoint import CheckpointConfig, export_checkpoint, read_config, save_checkpoint
 from novelview.diffusion import DiffusionConfig
-from novelview.errors import CheckpointError, ConfigError, PoseError
+from novelview.errors import CheckpointError, ConfigError, NovelviewError, PoseError
 from novelview.models.presets import build_model
 from novelview.pipeline import DEFAULT_CAMERA, Pipeline
 
@@ -235,3 +236,58 @@ def test_compile_and_autocast_options(tmp_path, picture):
     (view,) = bf16.synthesize(picture, azimuth=45, steps=2)
     assert view.size == (SIZE, SIZE)
     assert Pipeline.from_checkpoint(path).autocast is False  # CPU default: fp32
+
+
+# ------------------------------------------------------------------------------------------- API bad input
+
+_IMG = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("image, words", [
+    (np.full((8, 8, 3), 128.0), "[0, 1]"),  # 0..255 floats would be clipped to white
+    (torch.full((3, 8, 8), float("nan")), "NaN"),
+    (torch.zeros(3, 0, 0), "zero size"),
+    (torch.full((3, 8, 8), 200.0), "[-1, 1]"),
+    (torch.rand(8, 8, 3), "[3, H, W]"),
+    (torch.rand(1, 8, 8), "[3, H, W]"),
+], ids=["float-0-255", "tensor-nan", "tensor-empty", "tensor-0-255", "tensor-hwc", "tensor-gray"])
+def test_images_the_api_cannot_read_correctly_are_refused(pipe, image, words):
+    with pytest.raises(NovelviewError, match=re.escape(words)):
+        pipe.synthesize(image, azimuth=30, steps=1)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(azimuth=[0, 30, 60], elevation=[0, 10]), "equal lengths"),
+    (dict(azimuth=[]), "empty"),
+    (dict(azimuth="30"), "azimuth"),
+    (dict(azimuth=30, radius=[2, 3]), "radius"),
+    (dict(azimuth=30, guidance="abc"), "guidance"),
+    (dict(azimuth=30, sampler=None), "sampler"),
+    (dict(azimuth=30, seed=2**70), "seed"),
+    (dict(azimuth=30, input_pose=torch.eye(4)), "input_pose"),
+    (dict(azimuth=30, input_elevation=90), "input_elevation"),
+    (dict(azimuth=30, input_pose=cameras.spherical_to_pose(0.0, 10.0, 2.5), fov_deg=float("nan")), "fov_deg"),
+    (dict(target_poses=cameras.spherical_to_pose(0.0, 10.0, 2.5)[:3]), "[0, 0, 0, 1]"),
+], ids=["lengths", "empty", "string", "radius-list", "guidance-str", "sampler-none", "seed-huge", "pose-at-origin",
+        "input-elevation", "fov-nan", "pose-3x4"])
+def test_settings_the_api_cannot_use_are_refused_by_name(pipe, kwargs, words):
+    with pytest.raises(NovelviewError, match=re.escape(words)):
+        pipe.synthesize(_IMG, steps=1, **kwargs)
+
+
+def test_orbit_checks_settings_even_without_frames_to_generate(pipe):
+    with pytest.raises(NovelviewError, match="sampler"):
+        pipe.orbit(_IMG, n_views=1, sampler="nope")
+    assert len(pipe.orbit(_IMG, n_views=np.int64(2), steps=1)) == 2
+
+
+def test_camera_helpers_refuse_degenerate_input():
+    with pytest.raises(PoseError, match="equals the target"):
+        cameras.look_at([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
+    pose = cameras.look_at([0.0, 2.0, 0.0], up=[0.0, 1.0, 0.0])  # looking along -y with a +y up hint
+    cameras.validate_pose(pose)
+    for fov in (0.0, 180.0, float("nan")):
+        with pytest.raises(PoseError, match="fov_deg"):
+            cameras.intrinsics_from_fov(fov, 32)
+    with pytest.raises(NovelviewError, match="no CUDA device|not a device"):
+        Pipeline.from_checkpoint(None, device="cuda" if not torch.cuda.is_available() else "gpu")

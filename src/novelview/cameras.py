@@ -52,7 +52,10 @@ def validate_pose(pose: Tensor, name: str = "pose", atol: float = 1e-3) -> Tenso
     """
     pose = _as_tensor(pose)
     if pose.shape[-2:] != (4, 4):
-        raise PoseError(f"{name}: expected a 4x4 camera-to-world matrix, got shape {tuple(pose.shape)}")
+        hint = "; add the bottom row [0, 0, 0, 1]" if pose.shape[-2:] == (3, 4) else ""
+        raise PoseError(f"{name}: expected a 4x4 camera-to-world matrix, got shape {tuple(pose.shape)}{hint}")
+    if pose.numel() == 0:
+        raise PoseError(f"{name}: no poses (shape {tuple(pose.shape)})")
     if not torch.isfinite(pose).all():
         raise PoseError(f"{name}: pose contains NaN or infinite values")
     p = pose.double()
@@ -114,13 +117,20 @@ def look_at(
     used as the up hint instead, so the result is always a valid rotation.
     """
     eye = _as_tensor(eye)
+    eye = eye if eye.is_floating_point() else eye.double()
     target = _as_tensor(target, eye).expand_as(eye)
     up = _as_tensor(up, eye).expand_as(eye)
+    if eye.shape[-1] != 3 or not (torch.isfinite(eye).all() and torch.isfinite(target).all()):
+        raise PoseError(f"look_at: eye and target must be finite 3-vectors, got shape {tuple(eye.shape)}")
+    if ((target - eye).norm(dim=-1) < 1e-9).any():
+        raise PoseError("look_at: the camera position (eye) equals the target; there is no viewing direction")
     forward = torch.nn.functional.normalize(target - eye, dim=-1)
     right = torch.linalg.cross(forward, up, dim=-1)
-    degenerate = right.norm(dim=-1, keepdim=True) < 1e-6
-    if degenerate.any():
-        alt = torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype, device=eye.device).expand_as(eye)
+    for hint in ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)):  # the second serves a camera looking along +-y
+        degenerate = right.norm(dim=-1, keepdim=True) < 1e-6
+        if not degenerate.any():
+            break
+        alt = torch.tensor(hint, dtype=eye.dtype, device=eye.device).expand_as(eye)
         right = torch.where(degenerate, torch.linalg.cross(forward, alt, dim=-1), right)
     right = torch.nn.functional.normalize(right, dim=-1)
     down = torch.linalg.cross(forward, right, dim=-1)  # +y of an OpenCV camera points down
@@ -147,7 +157,11 @@ def spherical_to_pose(
     az = _as_tensor(azimuth_deg)
     el = _as_tensor(elevation_deg, az)
     r = _as_tensor(radius, az)
-    az, el, r = torch.broadcast_tensors(az, el, r)
+    try:
+        az, el, r = torch.broadcast_tensors(az, el, r)
+    except RuntimeError:
+        raise PoseError(f"azimuth, elevation and radius do not have matching lengths: {tuple(az.shape)}, "
+                        f"{tuple(el.shape)}, {tuple(r.shape)}") from None
     if not torch.isfinite(az).all():
         raise PoseError(f"azimuth must be finite, got {az.flatten().tolist()}")
     if not (el.abs() < 90).all():  # NaN fails this too
@@ -234,9 +248,13 @@ opencv_to_opengl = opengl_to_opencv
 
 
 def focal_from_fov(fov_deg: float | Tensor, size: float) -> Tensor:
-    """Focal length in pixels for a field of view (degrees) spanning ``size`` pixels."""
-    fov = torch.deg2rad(_as_tensor(fov_deg))
-    return 0.5 * size / torch.tan(0.5 * fov)
+    """Focal length in pixels for a field of view (degrees, in (0, 180)) spanning ``size`` pixels."""
+    fov_t = _as_tensor(fov_deg)
+    if not ((fov_t > 0) & (fov_t < 180)).all():  # NaN fails too
+        raise PoseError(f"fov_deg must lie in (0, 180) degrees, got {fov_t.flatten().tolist()}")
+    if not size > 0:
+        raise PoseError(f"the image size the field of view spans must be positive, got {size}")
+    return 0.5 * size / torch.tan(0.5 * torch.deg2rad(fov_t))
 
 
 def fov_from_focal(focal: float | Tensor, size: float) -> Tensor:
@@ -258,6 +276,8 @@ def intrinsics(focal: float | Tensor, cx: float | Tensor, cy: float | Tensor, fy
 def intrinsics_from_fov(fov_deg: float, height: int, width: int | None = None) -> Tensor:
     """Intrinsics of a centred pinhole camera whose horizontal field of view is ``fov_deg``."""
     width = height if width is None else width
+    if not (height > 0 and width > 0):
+        raise PoseError(f"image height and width must be positive, got {height} x {width}")
     return intrinsics(focal_from_fov(fov_deg, width), width / 2.0, height / 2.0)
 
 

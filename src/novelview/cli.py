@@ -225,25 +225,10 @@ _DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."
 
 
 def _device(name: str) -> str:
-    """``--device`` checked before any work: auto picks CUDA when present; a device this machine lacks is an error."""
-    import torch
+    """``--device`` checked before any work (see :func:`novelview.devices.resolve_device`)."""
+    from novelview.devices import resolve_device
 
-    from novelview.errors import ConfigError
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: this machine has no CUDA device (torch {torch.__version__}); "
-                          "use --device cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name}: only cpu and cuda are supported")
-    return name
+    return str(resolve_device(name))
 
 
 def _check_out(path: Path) -> Path:

@@ -153,10 +153,31 @@ def _array_to_pil(arr: np.ndarray, label: str) -> Image.Image:
         arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
             raise DataError(f"{label}: image array contains NaN or infinite values")
+        if arr.size and (arr.min() < -1e-6 or arr.max() > 1.0 + 1e-6):
+            raise DataError(f"{label}: float image arrays must lie in [0, 1], got values in [{arr.min():g}, "
+                            f"{arr.max():g}]; divide by 255 (or pass uint8)")
         arr8 = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:
         raise DataError(f"{label}: unsupported image array dtype {arr.dtype}")
     return Image.fromarray(np.ascontiguousarray(arr8))  # uint8 HxW / HxWx3 / HxWx4 -> L / RGB / RGBA
+
+
+def _checked_tensor(t: Tensor, label: str) -> Tensor:
+    """A tensor image as :func:`load_image` makes them: float ``[3, H, W]`` or ``[1, 3, H, W]`` in [-1, 1]."""
+    shape = tuple(t.shape)
+    if t.ndim == 4 and shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] != 3 or not t.is_floating_point():
+        raise DataError(f"{label}: a tensor image must be float [3, H, W] (or [1, 3, H, W]) in [-1, 1], got "
+                        f"{t.dtype} of shape {shape}; pass HxWx3 arrays as numpy")
+    if t.shape[1] == 0 or t.shape[2] == 0:
+        raise DataError(f"{label}: tensor image has zero size {shape}")
+    if not torch.isfinite(t).all():
+        raise DataError(f"{label}: tensor image contains NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -1.001 or hi > 1.001:
+        raise DataError(f"{label}: tensor images lie in [-1, 1] (x * 2 - 1 for [0, 1]), got values in [{lo:g}, {hi:g}]")
+    return t
 
 
 def read_rgb(
@@ -176,7 +197,7 @@ def read_rgb(
         # Images decoded elsewhere (e.g. the web server's upload check) still carry their EXIF rotation.
         img = ImageOps.exif_transpose(src) if exif_transpose else src
     elif isinstance(src, Tensor):
-        return to_pil(src)
+        return to_pil(_checked_tensor(src, label))
     elif isinstance(src, np.ndarray):
         img = _array_to_pil(src, label)
     elif isinstance(src, (str, os.PathLike, bytes)):

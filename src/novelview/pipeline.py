@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from novelview import cameras, images
 from novelview.checkpoint import CheckpointConfig, load_model
+from novelview.devices import resolve_device
 from novelview.errors import ConfigError, PoseError
 from novelview.images import Crop, ImageSource
 from novelview.sampling import (
@@ -50,11 +51,26 @@ PoseLike = Tensor | np.ndarray | Sequence[Any]
 Angles = float | Sequence[float] | Tensor
 
 
-def _as_float_tensor(x: Angles) -> Tensor:
-    t = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+def _as_float_tensor(x: Angles, name: str = "angles") -> Tensor:
+    if isinstance(x, (str, bytes)) or (isinstance(x, (list, tuple)) and any(isinstance(v, (str, bytes)) for v in x)):
+        raise ConfigError(f"{name} must be a number or a list of numbers, got {x!r}")
+    try:
+        t = torch.as_tensor(x if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64),
+                            dtype=torch.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number or a list of numbers, got {x!r}") from None
+    if t.numel() == 0:
+        raise ConfigError(f"{name}: an empty list gives no target camera")
     if not torch.isfinite(t).all():
-        raise ConfigError(f"angles must be finite numbers, got {t.tolist()}")
+        raise ConfigError(f"{name} must be finite numbers, got {t.tolist()}")
     return t
+
+
+def _number(value: Any, name: str) -> float:
+    """A real number from the API (numpy scalars welcome; strings and lists refused, naming the argument)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def as_poses(poses: PoseLike, name: str = "target_poses") -> Tensor:
@@ -106,6 +122,7 @@ class Pipeline:
     ) -> "Pipeline":
         """Load a checkpoint directory (EMA weights when present), a run directory's latest checkpoint, or the
         shipped default (``None``)."""
+        device = resolve_device(device)
         model, config = load_model(path, use_ema=use_ema, device=device)
         return cls(model, config, device, compile=compile, autocast=autocast)
 
@@ -136,16 +153,18 @@ class Pipeline:
     ) -> tuple[Tensor, Tensor]:
         """Canonical input camera ``(pose [4,4], K [3,3])``: azimuth 0 at the data's elevation and radius."""
         d = self.camera_defaults()
-        el = d["elevation_mean"] if elevation is None else float(elevation)
-        r = d["radius"] if radius is None else float(radius)
-        fov = d["fov_deg"] if fov_deg is None else float(fov_deg)
-        if not 0.0 < fov < 180.0:
-            raise ConfigError(f"field of view must lie in (0, 180) degrees, got {fov}")
+        el = d["elevation_mean"] if elevation is None else _number(elevation, "input_elevation")
+        r = d["radius"] if radius is None else _number(radius, "radius")
+        if not -90.0 < el < 90.0:
+            raise PoseError(f"input_elevation must lie inside (-90, 90) degrees, got {el:g}")
+        K = self.intrinsics(fov_deg)
         pose = cameras.spherical_to_pose(0.0, el, r).float()
-        return pose, self.intrinsics(fov)
+        return pose, K
 
     def intrinsics(self, fov_deg: float | None = None) -> Tensor:
-        fov = self.camera_defaults()["fov_deg"] if fov_deg is None else float(fov_deg)
+        fov = self.camera_defaults()["fov_deg"] if fov_deg is None else _number(fov_deg, "fov_deg")
+        if not 0.0 < fov < 180.0:
+            raise ConfigError(f"fov_deg must lie in (0, 180) degrees, got {fov}")
         return cameras.intrinsics_from_fov(fov, self.image_size).float()
 
     # ----------------------------------------------------------------------------------------- images
@@ -172,6 +191,26 @@ class Pipeline:
 
         return forward
 
+    def _sampling_settings(
+        self, sampler: Any, steps: Any, guidance: Any, seed: Any
+    ) -> tuple[str, int, float, torch.Generator]:
+        """Checked sampler name, step count, guidance weight and a seeded generator (user errors named)."""
+        if not isinstance(sampler, str):
+            raise ConfigError(f"sampler must be a name such as 'dpmpp', got {sampler!r}")
+        sampler = canonical_sampler(sampler)
+        steps = check_steps(steps, self.config.diffusion)
+        guidance = self.default_guidance() if guidance is None else _number(guidance, "guidance")
+        if not math.isfinite(guidance) or guidance < 0:
+            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance}")
+        generator = torch.Generator()  # CPU: the same seed gives the same views on every device
+        if seed is None:
+            generator.seed()
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        else:
+            generator.manual_seed(int(seed))
+        return sampler, steps, guidance, generator
+
     def _generate(
         self,
         source: View,
@@ -186,18 +225,7 @@ class Pipeline:
         batch_size: int,
         order: Order = "nearest",
     ) -> Tensor:
-        sampler = canonical_sampler(sampler)
-        steps = check_steps(steps, self.config.diffusion)
-        guidance = self.default_guidance() if guidance is None else float(guidance)
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance}")
-        generator = torch.Generator()  # CPU: the same seed gives the same views on every device
-        if seed is None:
-            generator.seed()
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-        else:
-            generator.manual_seed(int(seed))
+        sampler, steps, guidance, generator = self._sampling_settings(sampler, steps, guidance, seed)
         source = View(source.image.to(self.device), source.pose.to(self.device), source.K.to(self.device))
         target_K = source.K.expand(target_poses.shape[0], 3, 3)
         with torch.inference_mode():
@@ -244,7 +272,15 @@ class Pipeline:
     ) -> Tensor:
         """Targets turned by relative ``azimuth`` / ``elevation`` (degrees, broadcast) about the object from
         ``input_pose``; at ``radius`` when given, else at the input camera's distance. ``[N, 4, 4]``."""
-        az, el = torch.broadcast_tensors(_as_float_tensor(azimuth), _as_float_tensor(elevation))
+        az, el = _as_float_tensor(azimuth, "azimuth"), _as_float_tensor(elevation, "elevation")
+        if az.numel() != el.numel() and 1 not in (az.numel(), el.numel()):
+            raise ConfigError(f"azimuth has {az.numel()} values and elevation {el.numel()}; give equal lengths "
+                              "(or one number for either)")
+        az, el = torch.broadcast_tensors(az, el)
+        _, _, input_radius = cameras.pose_to_spherical(input_pose.double())
+        if not input_radius.item() > 1e-6:
+            raise PoseError("input_pose: the camera sits at the world origin, which relative azimuth/elevation turn "
+                            "about; give target_poses instead, or an input_pose away from the object")
         # Checked here (not only in cameras) to name the user's numbers once, on one short line.
         bad = el[el.abs() >= 90]
         if bad.numel():
@@ -260,7 +296,7 @@ class Pipeline:
         base = input_pose.double().expand(az.shape[0], 4, 4)
         poses = cameras.rotate_about_target(base, az, el)
         if radius is not None:
-            if not 0 < float(radius) < math.inf:
+            if not 0 < _number(radius, "radius") < math.inf:
                 raise ConfigError(f"radius must be positive and finite, got {radius}")
             a, e, _ = cameras.pose_to_spherical(poses)
             poses = cameras.spherical_to_pose(a, e, torch.full_like(a, float(radius)))
@@ -341,8 +377,10 @@ class Pipeline:
         which frames stochastic conditioning generates first, those "nearest" the input (default) or as "given"
         (around the circle, as 3DiM); see docs/results.md for the measured difference.
         """
-        if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-            raise ConfigError(f"an orbit needs n_views >= 1, got {n_views!r}")
+        if isinstance(n_views, bool) or not isinstance(n_views, (int, np.integer)) or n_views < 1:
+            raise ConfigError(f"an orbit needs an integer n_views >= 1, got {n_views!r}")
+        n_views = int(n_views)
+        self._sampling_settings(sampler, steps, guidance, seed)  # checked even when no frame needs generating
         source = self._source(image, input_pose, input_elevation, fov_deg, crop)
         azimuths = torch.arange(n_views, dtype=torch.float64) * (360.0 / n_views)
         d_el = 0.0 if elevation is None else float(elevation)

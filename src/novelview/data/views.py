@@ -89,8 +89,10 @@ class MultiViewDataset(Dataset):
     ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-        if size < 1:
-            raise ConfigError(f"image size must be positive, got {size}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"image size must be a positive integer, got {size!r}")
+        if crop not in ("center", "pad"):
+            raise ConfigError(f"crop must be 'center' or 'pad', got {crop!r}")
         scenes = list(path) if isinstance(path, list) else list(open_dataset(path, format=format, **reader_args))
         if not scenes:
             raise DataError(f"{path}: the dataset has no objects")
