@@ -291,3 +291,14 @@ def test_camera_helpers_refuse_degenerate_input():
             cameras.intrinsics_from_fov(fov, 32)
     with pytest.raises(NovelviewError, match="no CUDA device|not a device"):
         Pipeline.from_checkpoint(None, device="cuda" if not torch.cuda.is_available() else "gpu")
+
+
+def test_scalar_tensors_and_tiny_overshoot_are_still_accepted(pipe):
+    (view,) = pipe.synthesize(_IMG, azimuth=torch.tensor(30.0), radius=torch.tensor(2.5), guidance=np.float32(2.0),
+                              input_elevation=np.array(15.0), steps=1)
+    assert view.size == (pipe.image_size, pipe.image_size)
+    (near_one,) = pipe.synthesize(np.clip(_IMG / 255.0, 0, 1) * 1.001, azimuth=30, steps=1)  # resampling overshoot
+    assert near_one.size == view.size
+    k = cameras.intrinsics_from_fov(torch.tensor([40.0, 50.0]), 32)
+    assert k.shape == (2, 3, 3)
+    assert cameras.focal_from_fov(50.0, torch.tensor([32.0, 64.0])).shape == (2,)

@@ -118,12 +118,16 @@ def look_at(
     """
     eye = _as_tensor(eye)
     eye = eye if eye.is_floating_point() else eye.double()
+    if eye.shape[-1:] != (3,):
+        raise PoseError(f"look_at: eye must be 3-vectors, got shape {tuple(eye.shape)}")
     target = _as_tensor(target, eye).expand_as(eye)
     up = _as_tensor(up, eye).expand_as(eye)
-    if eye.shape[-1] != 3 or not (torch.isfinite(eye).all() and torch.isfinite(target).all()):
-        raise PoseError(f"look_at: eye and target must be finite 3-vectors, got shape {tuple(eye.shape)}")
-    if ((target - eye).norm(dim=-1) < 1e-9).any():
-        raise PoseError("look_at: the camera position (eye) equals the target; there is no viewing direction")
+    if not (torch.isfinite(eye).all() and torch.isfinite(target).all()):
+        raise PoseError("look_at: eye and target must be finite")
+    coincide = (target - eye).norm(dim=-1) < 1e-9
+    if coincide.any():
+        where = f" (row {int(coincide.flatten().nonzero()[0])})" if coincide.ndim else ""
+        raise PoseError(f"look_at: the camera position (eye) equals the target{where}; there is no viewing direction")
     forward = torch.nn.functional.normalize(target - eye, dim=-1)
     right = torch.linalg.cross(forward, up, dim=-1)
     for hint in ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0)):  # the second serves a camera looking along +-y
@@ -252,7 +256,7 @@ def focal_from_fov(fov_deg: float | Tensor, size: float) -> Tensor:
     fov_t = _as_tensor(fov_deg)
     if not ((fov_t > 0) & (fov_t < 180)).all():  # NaN fails too
         raise PoseError(f"fov_deg must lie in (0, 180) degrees, got {fov_t.flatten().tolist()}")
-    if not size > 0:
+    if not (torch.as_tensor(size) > 0).all():
         raise PoseError(f"the image size the field of view spans must be positive, got {size}")
     return 0.5 * size / torch.tan(0.5 * torch.deg2rad(fov_t))
 
@@ -276,7 +280,7 @@ def intrinsics(focal: float | Tensor, cx: float | Tensor, cy: float | Tensor, fy
 def intrinsics_from_fov(fov_deg: float, height: int, width: int | None = None) -> Tensor:
     """Intrinsics of a centred pinhole camera whose horizontal field of view is ``fov_deg``."""
     width = height if width is None else width
-    if not (height > 0 and width > 0):
+    if not ((torch.as_tensor(height) > 0).all() and (torch.as_tensor(width) > 0).all()):
         raise PoseError(f"image height and width must be positive, got {height} x {width}")
     return intrinsics(focal_from_fov(fov_deg, width), width / 2.0, height / 2.0)
 

@@ -99,6 +99,8 @@ class CheckpointConfig:
 
 
 def _sampling_defaults(sampling: Any, source: str) -> dict[str, Any]:
+    if sampling is None:
+        return {}
     if not isinstance(sampling, dict):
         raise CheckpointError(f"{source}: 'sampling' must be an object such as {{\"guidance\": 2.0}}")
     guidance = sampling.get("guidance")

@@ -218,7 +218,7 @@ def export(
 _CHECKPOINT_HELP = "Checkpoint or training-run directory (default: the shipped model, or $NOVELVIEW_CHECKPOINT)."
 _SAMPLER_HELP = "dpmpp (DPM-Solver++ 2M), ddim or ddpm (ancestral)."
 _GUIDANCE_HELP = ("Classifier-free guidance weight w: 1 = plain conditional, 0 = unconditional (default: the "
-                  "checkpoint's measured sampling.guidance, else 3).")
+                  "checkpoint's measured sampling.guidance, else 3; 1 for models trained without --cond-drop).")
 _INPUT_ELEVATION_HELP = "Elevation of the input camera in degrees (default: the training data's mean)."
 _PAD_HELP = "Pad a non-square input with white instead of centre-cropping it."
 _DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."

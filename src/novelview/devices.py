@@ -20,8 +20,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
             device = torch.device(name)
         except RuntimeError:
             raise ConfigError(f"device {name!r}: not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device {name}: only cpu and cuda are supported")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name}: this machine has no CUDA device (torch {torch.__version__}); use cpu or "
                           "auto")

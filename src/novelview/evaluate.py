@@ -52,7 +52,7 @@ class EvalConfig:
     cond_view: int | None = None  # None: drawn per object from the seed; else this view of every object
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
-    guidance: float | None = None  # None: the checkpoint's default (3.0, or 1.0 without condition dropout)
+    guidance: float | None = None  # None: the checkpoint's default (Pipeline.default_guidance)
     samples: int = 1  # >1: also score the mean of this many unguided samples (the model's posterior-mean estimate)
     seed: int = 0
     baseline_checkpoints: list[str] = field(default_factory=list)

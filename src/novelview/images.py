@@ -153,9 +153,11 @@ def _array_to_pil(arr: np.ndarray, label: str) -> Image.Image:
         arr = arr.astype(np.float64)
         if not np.isfinite(arr).all():
             raise DataError(f"{label}: image array contains NaN or infinite values")
-        if arr.size and (arr.min() < -1e-6 or arr.max() > 1.0 + 1e-6):
+        # Half an 8-bit step of overshoot (resampling, arithmetic) is clipped; more means another range.
+        if arr.size and (arr.min() < -1 / 510 or arr.max() > 1 + 1 / 510):
+            hint = "divide by 255 (or pass uint8)" if arr.max() > 1.5 else "clip it to [0, 1]"
             raise DataError(f"{label}: float image arrays must lie in [0, 1], got values in [{arr.min():g}, "
-                            f"{arr.max():g}]; divide by 255 (or pass uint8)")
+                            f"{arr.max():g}]; {hint}")
         arr8 = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:
         raise DataError(f"{label}: unsupported image array dtype {arr.dtype}")

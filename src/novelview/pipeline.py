@@ -67,7 +67,12 @@ def _as_float_tensor(x: Angles, name: str = "angles") -> Tensor:
 
 
 def _number(value: Any, name: str) -> float:
-    """A real number from the API (numpy scalars welcome; strings and lists refused, naming the argument)."""
+    """A real number from the API (numpy and torch scalars welcome; strings and lists refused, naming the
+    argument)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    elif isinstance(value, np.ndarray) and value.size == 1:
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     return float(value)
@@ -142,7 +147,8 @@ class Pipeline:
         return {k: float(data.get(k, v)) if data.get(k) is not None else v for k, v in DEFAULT_CAMERA.items()}
 
     def default_guidance(self) -> float:
-        """The checkpoint's measured ``sampling.guidance`` if it has one, else :data:`DEFAULT_GUIDANCE`."""
+        """The checkpoint's measured ``sampling.guidance`` if it has one, else :data:`DEFAULT_GUIDANCE` (3);
+        1 for a model trained without condition dropout (it has no unconditional branch)."""
         # Guidance needs an unconditional branch; a model trained without condition dropout has none.
         if self.config.diffusion.cond_drop_prob <= 0:
             return 1.0
@@ -325,8 +331,8 @@ class Pipeline:
 
         Targets are either ``target_poses`` (one 4x4 or a list; absolute, in the frame of ``input_pose``) or
         ``azimuth`` / ``elevation`` relative to the input view (scalars or equal-length lists; ``radius`` moves
-        the camera closer or further). ``guidance=None`` uses 3.0 (1.0 for models trained without condition
-        dropout). ``seed=None`` draws a fresh seed. ``progress(done, total)`` is called once per denoising step;
+        the camera closer or further). ``guidance=None`` uses :meth:`default_guidance` (the checkpoint's
+        measured weight, else 3.0). ``seed=None`` draws a fresh seed. ``progress(done, total)`` is called once per denoising step;
         raising from it aborts.
         """
         source = self._source(image, input_pose, input_elevation, fov_deg, crop)
@@ -383,7 +389,7 @@ class Pipeline:
         self._sampling_settings(sampler, steps, guidance, seed)  # checked even when no frame needs generating
         source = self._source(image, input_pose, input_elevation, fov_deg, crop)
         azimuths = torch.arange(n_views, dtype=torch.float64) * (360.0 / n_views)
-        d_el = 0.0 if elevation is None else float(elevation)
+        d_el = 0.0 if elevation is None else _number(elevation, "elevation")
         poses = self.relative_poses(source.pose, azimuths, torch.full_like(azimuths, d_el), radius)
         first_is_input = d_el == 0.0 and radius is None
         targets = poses[1:] if first_is_input else poses

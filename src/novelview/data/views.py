@@ -89,8 +89,9 @@ class MultiViewDataset(Dataset):
     ) -> None:
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
             raise ConfigError(f"image size must be a positive integer, got {size!r}")
+        size = int(size)
         if crop not in ("center", "pad"):
             raise ConfigError(f"crop must be 'center' or 'pad', got {crop!r}")
         scenes = list(path) if isinstance(path, list) else list(open_dataset(path, format=format, **reader_args))

@@ -77,7 +77,7 @@ class SamplingSettings:
 
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
-    guidance: float | None = None  # None: 3.0, or 1.0 for models trained without condition dropout
+    guidance: float | None = None  # None: the checkpoint's default (Pipeline.default_guidance)
     batch_size: int = 16
 
     def __post_init__(self) -> None:

@@ -486,7 +486,8 @@ def _model_info(pipeline: Any, checkpoint_name: str) -> dict[str, Any]:
         camera = {}
     defaults = schemas.JobParams()
     try:
-        defaults = defaults.model_copy(update={"guidance": float(pipeline.default_guidance())})
+        guidance = min(float(pipeline.default_guidance()), schemas.MAX_GUIDANCE)  # the form must accept its default
+        defaults = defaults.model_copy(update={"guidance": guidance})
     except Exception:  # noqa: BLE001 - keep null: the pipeline picks
         pass
     image_size = getattr(pipeline, "image_size", None) or model_cfg.get("image_size") or 0
