@@ -314,7 +314,7 @@ def test_capture_frame_of_forward_facing_and_degenerate_captures(gen: torch.Gene
     # Cameras looking away from each other (outward): the axes meet behind them, which is no object.
     eyes = 0.01 * torch.randn(4, 3, generator=gen, dtype=torch.float64)
     targets = torch.tensor([[1.0, 0, 0], [0, 1, 0], [-1, 0, 0], [0, -1, 0]], dtype=torch.float64)
-    assert cameras.look_at_point(cameras.look_at(eyes, targets)) is None
+    assert not cameras.capture_frame(cameras.look_at(eyes, targets)).centred
     # One view, two views 5 degrees apart, a vertical arc at one azimuth: origin-centred, +z-up data keeps
     # its elevations.
     for az, el in [([30.0], [10.0]), ([30.0, 35.0], [30.0, 30.0]), ([40.0] * 5, [-10.0, 0.0, 15.0, 30.0, 40.0])]:

@@ -402,6 +402,11 @@ class CaptureFrame(NamedTuple):
     up: Tensor  # [..., 3] unit up
     centred: Tensor  # [...] bool: the optical axes do meet in front of the cameras
 
+    @property
+    def up_tilt_deg(self) -> Tensor:
+        """``[...]`` angle in degrees between this up and world +z (0 for our own data)."""
+        return torch.rad2deg(torch.acos(self.up[..., 2].double().clamp(-1, 1)))
+
 
 def capture_frame(pose: Tensor) -> CaptureFrame:
     """The frame of captures ``[..., V, 4, 4]`` (V views each), from their cameras alone.
@@ -444,17 +449,6 @@ def capture_frame(pose: Tensor) -> CaptureFrame:
     world_up = torch.tensor(WORLD_UP, dtype=torch.float64, device=p.device).expand_as(up)
     up = torch.where(determined[..., None], up, world_up)
     return CaptureFrame(point.to(pose.dtype), up.to(pose.dtype), centred)
-
-
-def look_at_point(pose: Tensor) -> Tensor | None:
-    """The point one capture's cameras ``[V, 4, 4]`` look at, or None (see :func:`capture_frame`)."""
-    frame = capture_frame(pose)
-    return frame.point if bool(frame.centred) else None
-
-
-def estimate_up(pose: Tensor) -> Tensor:
-    """The unit up of one capture's cameras ``[V, 4, 4]`` (see :func:`capture_frame`)."""
-    return capture_frame(pose).up
 
 
 def capture_spherical(pose: Tensor, frame: CaptureFrame | None = None) -> tuple[Tensor, Tensor]:
@@ -552,7 +546,6 @@ __all__ = [
     "center_crop_box",
     "crop_intrinsics",
     "distort",
-    "estimate_up",
     "focal_from_fov",
     "fov_from_focal",
     "fov_of",
@@ -561,7 +554,6 @@ __all__ = [
     "intrinsics_from_fov",
     "invert_pose",
     "look_at",
-    "look_at_point",
     "make_pose",
     "opencv_to_opengl",
     "opengl_to_opencv",

@@ -169,8 +169,6 @@ class Pipeline:
 
     def intrinsics(self, fov_deg: float | None = None) -> Tensor:
         fov = self.camera_defaults()["fov_deg"] if fov_deg is None else _number(fov_deg, "fov_deg")
-        if not 0.0 < fov < 180.0:
-            raise ConfigError(f"fov_deg must lie in (0, 180) degrees, got {fov}")
         return cameras.intrinsics_from_fov(fov, self.image_size).float()
 
     # ----------------------------------------------------------------------------------------- images
@@ -332,7 +330,8 @@ class Pipeline:
         Targets are either ``target_poses`` (one 4x4 or a list; absolute, in the frame of ``input_pose``) or
         ``azimuth`` / ``elevation`` relative to the input view (scalars or equal-length lists; ``radius`` moves
         the camera closer or further). ``guidance=None`` uses :meth:`default_guidance` (the checkpoint's
-        measured weight, else 3.0). ``seed=None`` draws a fresh seed. ``progress(done, total)`` is called once per denoising step;
+        measured weight, else 3.0). ``seed=None`` draws a fresh seed. ``progress(done, total)`` is called once
+        per denoising step;
         raising from it aborts.
         """
         source = self._source(image, input_pose, input_elevation, fov_deg, crop)

@@ -285,7 +285,8 @@ def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainRe
     if cfg.diffusion.self_condition and cfg.objective == "diffusion":
         overrides["self_condition"] = True
     radius = dataset.camera_stats().get("radius")
-    saved_scale = ckpt.read_config(existing[-1]).model.get("pose_scale") if resume else None
+    saved_cfg = ckpt.read_config(existing[-1]) if resume else None
+    saved_scale = saved_cfg.model.get("pose_scale") if saved_cfg is not None else None
     if "pose_scale" not in overrides and saved_scale is not None:
         overrides["pose_scale"] = float(saved_scale)  # what the weights learned, even if the statistics changed
     elif "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
@@ -297,7 +298,6 @@ def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainRe
     state: dict[str, Any] | None = None
     if resume:
         latest = existing[-1]
-        saved_cfg = ckpt.read_config(latest)
         _check_resume_compatible(cfg, saved_cfg.training, latest)
         state = ckpt.load_training_state(latest)
         model.load_state_dict(ckpt.load_weights(latest, ckpt.MODEL_FILE))

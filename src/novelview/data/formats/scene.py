@@ -225,12 +225,12 @@ def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
         elevations.append(elevation.flatten())
         radii.append(radius.flatten())
         offsets.append(frame.point.norm(dim=-1))
-        tilts.append(torch.rad2deg(torch.acos(frame.up[:, 2].clamp(-1, 1))))
+        tilts.append(frame.up_tilt_deg)
         forward_facing += int((~frame.centred).sum())
     elevation, radius = torch.cat(elevations), torch.cat(radii)
     fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), min(s.image_size)) for s in scenes])
 
-    def f(x: Tensor | float) -> float:
+    def f(x: Tensor) -> float:
         v = float(x)
         return round(v, 6) if math.isfinite(v) else v
 
