@@ -65,7 +65,15 @@ VARIANTS: dict[str, Variant] = {
                 diffusion={"prediction": "x0", "self_condition": True}),
         Variant("dit-x0-selfcond-concat", "DiT tiny, x0, self-conditioning, condition view also concatenated "
                 "on the target patches (as Zero-1-to-3)",
-                {"model": "dit-tiny", "model_overrides": {"cond_concat": True}}, diffusion={"prediction": "x0", "self_condition": True}),
+                {"model": "dit-tiny", "model_overrides": {"cond_concat": True}},
+                diffusion={"prediction": "x0", "self_condition": True}),
+        # The shipped recipe on the X-UNet, as xunet-tiny and as the wider X-UNet that reaches 60 % of the
+        # CPU's matmul rate in benchmarks/xunet_width.py (half the images/s): which learns more per minute?
+        Variant("xunet-x0-selfcond-concat", "X-UNet tiny, x0, self-conditioning, condition view concatenated",
+                {"model_overrides": {"cond_concat": True}}, diffusion={"prediction": "x0", "self_condition": True}),
+        Variant("xunet32-x0-selfcond-concat", "the same, X-UNet ch 32 x (1,2,4), attention at 8 px",
+                {"model_overrides": {"cond_concat": True, "ch": 32, "ch_mult": (1, 2, 4), "attn_resolutions": (8,)}},
+                diffusion={"prediction": "x0", "self_condition": True}),
         Variant("dit-regression", "the same DiT (condition view concatenated) trained as a deterministic L2 regressor",
                 {"model": "dit-tiny", "objective": "regression"}),
     ]
