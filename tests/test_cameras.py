@@ -341,3 +341,26 @@ def test_capture_frames_batch_like_the_poses(gen: torch.Generator) -> None:
     frame = cameras.capture_frame(torch.stack([a, b]))
     assert frame.point.shape == (2, 3) and frame.up.shape == (2, 3) and frame.centred.all()
     assert torch.allclose(frame.up[1], cameras.capture_frame(b).up) and torch.allclose(frame.up[1], world[:3, 2])
+
+
+def test_quaternion_round_trip_including_half_turns() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(500, 4, generator=gen, dtype=torch.float64)
+    q = q / q.norm(dim=-1, keepdim=True)
+    q = torch.where(q[:, :1] < 0, -q, q)
+    half_turns = torch.tensor([[0.0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 0.6, 0.8, 0]], dtype=torch.float64)
+    q = torch.cat([q, half_turns])
+    r = cameras.quaternion_to_rotation(q)
+    assert torch.allclose(r.transpose(-1, -2) @ r, torch.eye(3, dtype=torch.float64).expand_as(r), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(len(q), dtype=torch.float64))
+    back = cameras.rotation_to_quaternion(r)
+    assert torch.allclose(back, q, atol=1e-9)  # w >= 0 picks one of the two; w = 0 ones are given that way
+
+
+def test_world_to_camera_round_trip() -> None:
+    pose = cameras.look_at(torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
+    q, t = cameras.pose_to_world_to_camera(pose)
+    assert torch.allclose(cameras.pose_from_world_to_camera(q, t), pose, atol=1e-12)
+    # world-to-camera: the camera centre goes to the origin of camera coordinates
+    assert torch.allclose(cameras.quaternion_to_rotation(q) @ pose[:3, 3] + t, torch.zeros(3, dtype=torch.float64),
+                          atol=1e-12)

@@ -246,6 +246,54 @@ def opengl_to_opencv(pose: Tensor) -> Tensor:
 opencv_to_opengl = opengl_to_opencv
 
 
+def quaternion_to_rotation(quaternion: Tensor) -> Tensor:
+    """Rotation matrices ``[..., 3, 3]`` from unit quaternions ``[..., 4]`` stored ``(w, x, y, z)`` (Hamilton
+    convention, as COLMAP writes them)."""
+    w, x, y, z = quaternion.unbind(-1)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ]
+    return torch.stack(rows, dim=-1).reshape(*quaternion.shape[:-1], 3, 3)
+
+
+def rotation_to_quaternion(rotation: Tensor) -> Tensor:
+    """Unit quaternions ``(w, x, y, z)`` with ``w >= 0`` of rotation matrices ``[..., 3, 3]``.
+
+    Each component is recovered from whichever diagonal combination is largest (Shepperd's method), so the
+    result stays accurate near 180-degree rotations where ``w`` is small.
+    """
+    r = rotation
+    trace = r[..., 0, 0] + r[..., 1, 1] + r[..., 2, 2]
+    candidates = torch.stack([
+        torch.stack([1 + trace, r[..., 2, 1] - r[..., 1, 2], r[..., 0, 2] - r[..., 2, 0],
+                     r[..., 1, 0] - r[..., 0, 1]], -1),
+        torch.stack([r[..., 2, 1] - r[..., 1, 2], 1 + 2 * r[..., 0, 0] - trace, r[..., 0, 1] + r[..., 1, 0],
+                     r[..., 0, 2] + r[..., 2, 0]], -1),
+        torch.stack([r[..., 0, 2] - r[..., 2, 0], r[..., 0, 1] + r[..., 1, 0], 1 + 2 * r[..., 1, 1] - trace,
+                     r[..., 1, 2] + r[..., 2, 1]], -1),
+        torch.stack([r[..., 1, 0] - r[..., 0, 1], r[..., 0, 2] + r[..., 2, 0], r[..., 1, 2] + r[..., 2, 1],
+                     1 + 2 * r[..., 2, 2] - trace], -1),
+    ], dim=-2)  # [..., 4, 4]: row i is 4 q_i * q, largest where |q_i| is
+    best = torch.stack([trace, r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]], -1).argmax(-1)
+    q = torch.take_along_dim(candidates, best[..., None, None], dim=-2)[..., 0, :]
+    q = q / q.norm(dim=-1, keepdim=True)
+    return torch.where(q[..., :1] < 0, -q, q)
+
+
+def pose_from_world_to_camera(quaternion: Tensor, translation: Tensor) -> Tensor:
+    """Camera-to-world pose from a world-to-camera rotation (unit quaternion ``(w, x, y, z)``) and translation,
+    ``x_cam = R x_world + t``: COLMAP's ``images.txt`` / ``images.bin``, already in OpenCV axes."""
+    return invert_pose(make_pose(quaternion_to_rotation(quaternion), translation))
+
+
+def pose_to_world_to_camera(pose: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse of :func:`pose_from_world_to_camera`: ``(quaternion (w, x, y, z), translation)``."""
+    w2c = invert_pose(pose)
+    return rotation_to_quaternion(w2c[..., :3, :3]), w2c[..., :3, 3]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Intrinsics
 # ---------------------------------------------------------------------------------------------------------

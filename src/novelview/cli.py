@@ -57,7 +57,7 @@ def data_synth(
 @data_app.command("info")
 def data_info(
     path: Path = typer.Argument(..., help="Dataset directory (SRN, Blender, ring or MVC pairs)."),
-    format: str = typer.Option("auto", "--format", help="auto, srn, blender, ring or mvc."),
+    format: str = typer.Option("auto", "--format", help="auto, srn, blender, colmap, ring or mvc."),
     quick: bool = typer.Option(False, "--quick", help="Skip fully decoding every image."),
 ) -> None:
     """Summarise a dataset and list every problem found; exit code 1 if it is unusable."""

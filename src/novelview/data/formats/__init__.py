@@ -4,6 +4,7 @@ Formats (see each module's docstring for the exact layout):
 
 * ``srn``     -- ``<object>/rgb``, ``<object>/pose``, ``<object>/intrinsics.txt`` (3DiM seed, `data synth`)
 * ``blender`` -- NeRF ``transforms_{train,val,test}.json``
+* ``colmap``  -- ``<scene>/images`` + ``<scene>/sparse/0/{cameras,images}.{txt,bin}`` (COLMAP sparse models)
 * ``ring``    -- ``<object>/000.png..005.png``, 60 degrees apart (DiT seed, Objaverse-style)
 * ``mvc``     -- ``<item>/1.jpg + 3.jpg`` (or ``left/right``, ``0/1``) pairs (DiT seed, MVC)
 
@@ -26,6 +27,8 @@ from torch import Tensor
 from novelview import cameras
 from novelview.data.formats.blender import find_scenes as _blender_scenes
 from novelview.data.formats.blender import read_blender
+from novelview.data.formats.colmap import find_scenes as _colmap_scenes
+from novelview.data.formats.colmap import read_colmap
 from novelview.data.formats.pairs import ImpliedCameras, is_mvc_dataset, is_ring_dataset, read_mvc, read_rings
 from novelview.data.formats.scene import Problems, Scene, SceneCollection, camera_statistics, list_subdirs
 from novelview.data.formats.srn import find_objects as _srn_objects
@@ -44,7 +47,7 @@ from novelview.images import (
     uint8_to_tensor,
 )
 
-FORMATS = ("srn", "blender", "ring", "mvc")
+FORMATS = ("srn", "blender", "colmap", "ring", "mvc")
 
 
 def detect_format(path: str | Path) -> str:
@@ -60,17 +63,20 @@ def detect_format(path: str | Path) -> str:
         return "blender"
     if _srn_objects(path):
         return "srn"
+    if _colmap_scenes(path):  # before rings: a scene's images/ may well be named 000.png, 001.png, ...
+        return "colmap"
     if is_ring_dataset(path):
         return "ring"
     if is_mvc_dataset(path):
         return "mvc"
-    nested = [d for d in list_subdirs(path)[:50] if _blender_scenes(d) or _srn_objects(d)]
+    nested = [d for d in list_subdirs(path)[:50] if _blender_scenes(d) or _srn_objects(d) or _colmap_scenes(d)]
     hint = ""
     if nested:  # e.g. pixelNeRF's srn_cars/ holding cars_train/, cars_val/, cars_test/
         hint = f"; it holds datasets one level down: point at one of them, e.g. {', '.join(str(d) for d in nested[:3])}"
     raise DataError(
         f"{path}: unrecognised dataset layout; expected SRN (<object>/rgb, pose, intrinsics.txt), "
-        "Blender (transforms_*.json), rings (<object>/000.png, 001.png, ...) or MVC pairs (<item>/1.jpg + 3.jpg)"
+        "Blender (transforms_*.json), COLMAP (images/ + sparse/0/cameras.txt or .bin), "
+        "rings (<object>/000.png, 001.png, ...) or MVC pairs (<item>/1.jpg + 3.jpg)"
         + hint
     )
 
@@ -86,7 +92,7 @@ def open_dataset(path: str | Path, format: str = "auto", strict: bool = True, **
     path = Path(path)
     problems = Problems(strict=strict)
     fmt = detect_format(path) if format == "auto" else format
-    readers = {"srn": read_srn, "blender": read_blender, "ring": read_rings, "mvc": read_mvc}
+    readers = {"srn": read_srn, "blender": read_blender, "colmap": read_colmap, "ring": read_rings, "mvc": read_mvc}
     if fmt not in readers:
         raise DataError(f"unknown dataset format {format!r}; choose auto or one of {', '.join(FORMATS)}")
     if reader_args and fmt not in ("ring", "mvc"):
@@ -188,12 +194,12 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
     """Fully decode every image (and mask/depth map) of ``collection``; report each unreadable one.
 
     Also reports images whose aspect ratio differs from the scene's, where one K serves every view (theirs
-    would be wrong; Blender frames carry their own). Returns the number of files checked.
+    would be wrong; Blender and COLMAP views carry their own). Returns the number of files checked.
     """
     checked = 0
     for scene in collection:
         h0, w0 = scene.image_size
-        one_k = scene.format != "blender"  # Blender frames carry their own K
+        one_k = scene.format not in ("blender", "colmap")  # their views carry their own K
         for i, path in enumerate(scene.image_paths):
             checked += 1
             size = _decoded_size(path, problems)

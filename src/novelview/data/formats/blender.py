@@ -49,6 +49,7 @@ from novelview.data.formats.scene import (
     as_4x4,
     image_header,
     list_subdirs,
+    read_scene_folders,
 )
 from novelview.errors import DataError, NovelviewError
 
@@ -259,13 +260,7 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
 
 def read_blender(root: str | Path, problems: Problems | None = None) -> SceneCollection:
     """Read a Blender/NeRF dataset (one scene folder with transforms_*.json, or a folder of them)."""
-    root = Path(root)
-    problems = problems if problems is not None else Problems(strict=True)
-    folders = find_scenes(root)
-    if not folders:
-        problems.add(DataError(f"{root}: no transforms_{{train,val,test}}.json found here or one level below"))
-    scenes = [s for s in (read_scene(f, problems) for f in folders) if s is not None]
-    return SceneCollection(scenes, format="blender", root=root, problems=problems.messages)
+    return read_scene_folders(root, problems, find_scenes, read_scene, "blender", "transforms_{train,val,test}.json")
 
 
 # ---------------------------------------------------------------------------------------------------------

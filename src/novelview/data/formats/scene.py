@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -37,7 +37,7 @@ class Scene:
     depth_paths: list[Path] | None = None  # 16-bit PNG depth along the optical axis; 0 = background
     depth_scale: float | None = None  # stored value / depth_scale = depth in scene units
     root: Path | None = None  # the object's folder (or the json file's folder)
-    format: str = ""  # "srn" | "blender" | "ring" | "mvc"
+    format: str = ""  # "srn" | "blender" | "colmap" | "ring" | "mvc"
     # Per-view lens distortion (None: a pinhole view); removed when the view is loaded, so ``intrinsics``
     # describe the loaded (undistorted) pixels.
     distortion: list[cameras.Distortion | None] | None = None
@@ -104,6 +104,25 @@ class Problems:
 
     def __bool__(self) -> bool:
         return bool(self.messages)
+
+
+def read_scene_folders(
+    root: str | Path,
+    problems: Problems | None,
+    find: Callable[[Path], list[Path]],
+    read: Callable[[Path, Problems], Scene | None],
+    format: str,
+    expected: str,
+) -> SceneCollection:
+    """The reader of a format whose scenes are folders: ``find(root)`` lists them (``root`` itself or its
+    subfolders), ``read`` turns one into a Scene; ``expected`` describes the layout when none is found."""
+    root = Path(root)
+    problems = problems if problems is not None else Problems(strict=True)
+    folders = find(root)
+    if not folders:
+        problems.add(DataError(f"{root}: no {expected} here or one level below"))
+    scenes = [s for s in (read(f, problems) for f in folders) if s is not None]
+    return SceneCollection(scenes, format=format, root=root, problems=problems.messages)
 
 
 # ---------------------------------------------------------------------------------------------------------
