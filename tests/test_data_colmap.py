@@ -201,3 +201,40 @@ def test_cli_data_info_reads_colmap(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "info", str(root)])
     assert result.exit_code == 0, result.output
     assert "colmap" in result.output
+
+
+def test_layouts_and_priorities_as_colmap_and_nerfstudio_leave_them(synth_dir: Path, tmp_path: Path) -> None:
+    scene = open_dataset(synth_dir)[0]
+    root = write_colmap([scene], tmp_path / "w") / scene.name
+    # binary beside text: COLMAP reads the binary one, so do we (here the text one is made stale)
+    write_colmap([scene], tmp_path / "b", binary=True)
+    for name in ("cameras.bin", "images.bin"):
+        shutil.copyfile(tmp_path / "b" / scene.name / "sparse" / "0" / name, root / "sparse" / "0" / name)
+    (root / "sparse" / "0" / "images.txt").write_text("")
+    assert open_dataset(root)[0].num_views == scene.num_views
+    # nerfstudio's ns-process-data keeps the model in colmap/sparse/0
+    (root / "colmap").mkdir()
+    shutil.move(root / "sparse", root / "colmap" / "sparse")
+    assert detect_format(root) == "colmap" and open_dataset(root)[0].num_views == scene.num_views
+    # a broken extra reconstruction (an aborted run) does not hide a good one, even in strict mode
+    (root / "colmap" / "sparse" / "1").mkdir()
+    (root / "colmap" / "sparse" / "1" / "cameras.txt").write_text("1 PINHOLE 24 24 1 2\n")
+    (root / "colmap" / "sparse" / "1" / "images.txt").write_text("")
+    assert open_dataset(root)[0].num_views == scene.num_views
+    lenient = open_dataset(root, strict=False)
+    assert any("PINHOLE takes 4 parameters" in p for p in lenient.problems)
+
+
+def test_images_of_another_aspect_ratio_and_unwritable_lenses_are_refused(tmp_path: Path) -> None:
+    root = _doc_scene(tmp_path / "scene", size=(72, 96))  # portrait photos for landscape cameras
+    with pytest.raises(DataError, match=r"P1180141.JPG: image is 72x96 but its camera 1 is 3072x2304"):
+        open_dataset(root)
+    root = _doc_scene(tmp_path / "ok")
+    scene = open_dataset(root)[0]
+    scene.distortion = [cameras.Distortion("opencv", k1=0.1, k4=0.01)] * 2
+    with pytest.raises(DataError, match="r\\^8 term"):
+        write_colmap([scene], tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    (root / "sparse" / "0" / "cameras.txt").write_text(DOC_CAMERAS.replace("1152 -0.0218531", "1152 -0.02 7"))
+    with pytest.raises(DataError, match=r"cameras.txt: camera 3 \(line 6\): camera model SIMPLE_RADIAL takes 4"):
+        open_dataset(root)

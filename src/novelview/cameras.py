@@ -518,7 +518,7 @@ def capture_spherical(pose: Tensor, frame: CaptureFrame | None = None) -> tuple[
 
 @dataclass(frozen=True)
 class Distortion:
-    """Lens distortion as nerfstudio and instant-ngp store it, in normalised image coordinates
+    """Lens distortion as nerfstudio, instant-ngp and COLMAP store it, in normalised image coordinates
     ``x = (u - cx) / fx``, ``y = (v - cy) / fy``.
 
     * ``"opencv"`` (Brown-Conrady): ``r² = x² + y²``, radial factor ``1 + k1 r² + k2 r⁴ + k3 r⁶ + k4 r⁸``,

@@ -14,7 +14,8 @@ Reading follows COLMAP's documented output (https://colmap.github.io/format.html
   inverted (:func:`novelview.cameras.pose_from_world_to_camera`) and ``K`` is used as stored.
 
 A scene folder holds ``images/`` and a model in ``sparse/<n>/`` (the one with the most registered images when
-there are several), ``sparse/`` itself, or the folder itself; a dataset root is a scene folder or a folder of
+there are several; binary files preferred over text ones beside them, as COLMAP does), ``sparse/``,
+nerfstudio's ``colmap/sparse/<n>/``, or the folder itself; a dataset root is a scene folder or a folder of
 them. ``NAME`` is relative to ``images/`` (subfolders allowed). Optional masks follow COLMAP's convention,
 ``masks/<NAME>.png`` (0 = background); they are used when every registered image has one. Views are ordered by
 name. Intrinsics refer to the camera's ``WIDTH x HEIGHT`` and are rescaled when the image on disk has another
@@ -26,8 +27,10 @@ Camera models: ``SIMPLE_PINHOLE``, ``PINHOLE``, ``SIMPLE_RADIAL``, ``RADIAL``, `
 ``THIN_PRISM_FISHEYE`` and rational ``FULL_OPENCV`` lenses are refused with a message naming the camera; undistort
 such captures with ``colmap image_undistorter`` first.
 
-Writing (:func:`write_colmap`): one scene folder per scene, images copied, one ``PINHOLE`` / ``OPENCV`` /
-``OPENCV_FISHEYE`` camera per view, text or binary, and an empty ``points3D`` file so COLMAP tools open it.
+Writing (:func:`write_colmap`): one scene folder per scene, images copied, masks as 8-bit PNGs, one ``PINHOLE`` /
+``OPENCV`` / ``FULL_OPENCV`` (when ``k3`` is used) / ``OPENCV_FISHEYE`` camera per view, text or binary, and an
+empty ``points3D`` file so COLMAP tools open it. A lens with an r^8 term (``k4`` of the ``opencv`` model) has no
+COLMAP equivalent and is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from novelview import cameras
@@ -55,6 +59,7 @@ from novelview.data.formats.scene import (
     read_scene_folders,
 )
 from novelview.errors import DataError, NovelviewError, PoseError
+from novelview.images import mask_channel
 
 # model id -> (name, number of parameters), as in COLMAP's src/colmap/sensor/models.h
 CAMERA_MODELS: dict[int, tuple[str, int]] = {
@@ -95,12 +100,13 @@ class Registered:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _data_lines(path: Path) -> list[str]:
+def _data_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, line)`` of every line that is not a comment (COLMAP writes UTF-8; a BOM is skipped)."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read ({err})") from None
-    return [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    return [(n + 1, line) for n, line in enumerate(text.splitlines()) if not line.lstrip().startswith("#")]
 
 
 def _camera(model: str, width: float, height: float, params: list[float], where: str) -> Camera:
@@ -108,7 +114,8 @@ def _camera(model: str, width: float, height: float, params: list[float], where:
         raise DataError(f"{where}: unknown camera model {model!r}; COLMAP's are {', '.join(_PARAM_COUNT)}")
     if len(params) != _PARAM_COUNT[model]:
         raise DataError(f"{where}: camera model {model} takes {_PARAM_COUNT[model]} parameters, got {len(params)}")
-    if not (width >= 1 and height >= 1 and width == int(width) and height == int(height)):
+    if not (math.isfinite(width) and math.isfinite(height) and width >= 1 and height >= 1
+            and width == int(width) and height == int(height)):
         raise DataError(f"{where}: width and height must be positive integers, got {width} x {height}")
     if not all(math.isfinite(v) for v in params):
         raise DataError(f"{where}: camera parameters contain NaN or infinite values: {params}")
@@ -117,11 +124,11 @@ def _camera(model: str, width: float, height: float, params: list[float], where:
 
 def read_cameras_text(path: Path) -> dict[int, Camera]:
     out = {}
-    for n, line in enumerate(_data_lines(path)):
+    for number, line in _data_lines(path):
         tokens = line.split()
         if not tokens:
             continue
-        where = f"{path}: camera line {n + 1}"
+        where = f"{path}: line {number}"
         if len(tokens) < 4:
             raise DataError(f"{where}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS[], got {line!r}")
         try:
@@ -129,32 +136,42 @@ def read_cameras_text(path: Path) -> dict[int, Camera]:
             params = [float(t) for t in tokens[4:]]
         except ValueError:
             raise DataError(f"{where}: expected numbers in {line!r}") from None
-        out[camera_id] = _camera(tokens[1], width, height, params, f"{path}: camera {camera_id}")
+        out[camera_id] = _camera(tokens[1], width, height, params, f"{path}: camera {camera_id} (line {number})")
     return out
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def read_images_text(path: Path) -> dict[int, Registered]:
     lines = _data_lines(path)
     out = {}
     # Two lines per image; the second (2-D points) may be empty and still counts, so lines are not skipped.
-    while lines and not lines[-1].strip():
+    while lines and not lines[-1][1].strip():
         lines.pop()
     for n in range(0, len(lines), 2):
-        tokens = lines[n].split(maxsplit=9)
+        number, line = lines[n]
+        tokens = line.split(maxsplit=9)
         if len(tokens) != 10:
-            raise DataError(f"{path}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, got {lines[n]!r} "
-                            "(each image takes two lines: its pose, then its 2-D points, possibly empty)")
+            raise DataError(f"{path}: line {number}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, got "
+                            f"{line!r} (each image takes two lines: its pose, then its 2-D points, possibly empty)")
         try:
             image_id = int(tokens[0])
             q = tuple(float(t) for t in tokens[1:5])
             t = tuple(float(v) for v in tokens[5:8])
             camera_id = int(tokens[8])
         except ValueError:
-            raise DataError(f"{path}: expected numbers in {lines[n]!r}") from None
-        points = lines[n + 1].split() if n + 1 < len(lines) else []
-        if len(points) % 3:
-            raise DataError(f"{path}: the line after image {image_id} should list its 2-D points (X Y POINT3D_ID "
-                            f"triples, or nothing), got {lines[n + 1]!r}; each image takes two lines")
+            raise DataError(f"{path}: line {number}: expected numbers in {line!r}") from None
+        points_line = lines[n + 1][1] if n + 1 < len(lines) else ""
+        points = points_line.split()
+        if len(points) % 3 or not all(_is_number(v) for v in points):
+            raise DataError(f"{path}: line {number + 1}: the line after image {image_id} should list its 2-D points "
+                            f"(X Y POINT3D_ID triples, or nothing), got {points_line!r}; each image takes two lines")
         out[image_id] = Registered(q, t, camera_id, tokens[9].strip())  # type: ignore[arg-type]
     return out
 
@@ -204,8 +221,8 @@ def read_images_binary(path: Path) -> dict[int, Registered]:
 
 
 def _model_files(folder: Path) -> tuple[Path, Path] | None:
-    """(cameras, images) files of the model in ``folder``: text preferred when both are present."""
-    for ext in (".txt", ".bin"):
+    """(cameras, images) files of the model in ``folder``: binary preferred when both are there, as COLMAP does."""
+    for ext in (".bin", ".txt"):
         cams, images = folder / f"cameras{ext}", folder / f"images{ext}"
         if cams.is_file() and images.is_file():
             return cams, images
@@ -223,8 +240,10 @@ def _read_model(folder: Path) -> tuple[dict[int, Camera], dict[int, Registered]]
 
 def model_folders(scene: Path) -> list[Path]:
     """Folders below ``scene`` holding a COLMAP model, in the order they are looked for."""
-    sparse = scene / "sparse"
-    candidates = [*(list_subdirs(sparse) if sparse.is_dir() else []), sparse, scene]
+    candidates = []
+    for sparse in (scene / "sparse", scene / "colmap" / "sparse"):  # the second: nerfstudio's ns-process-data
+        candidates += [*(list_subdirs(sparse) if sparse.is_dir() else []), sparse]
+    candidates.append(scene)
     return [c for c in candidates if c.is_dir() and _model_files(c) is not None]
 
 
@@ -244,10 +263,10 @@ def find_scenes(root: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _intrinsics(camera: Camera) -> tuple[Tensor, cameras.Distortion | None]:
+def _intrinsics(camera: Camera, where: str) -> tuple[Tensor, cameras.Distortion | None]:
     """``K`` at the camera's own size and its lens (None for a pinhole)."""
     p, model = camera.params, camera.model
-    where = f"camera model {model}"
+    where = f"{where}: camera model {model}"
     if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE"):
         fx = fy = p[0]
         cx, cy, extra = p[1], p[2], p[3:]
@@ -301,11 +320,14 @@ def _pose(image: Registered, where: str) -> Tensor:
 
 
 def read_scene(folder: Path, problems: Problems) -> Scene | None:
-    models = []
+    models, broken = [], []
     for model in model_folders(folder):
         try:
             models.append((model, *_read_model(model)))
-        except NovelviewError as err:
+        except NovelviewError as err:  # e.g. sparse/1 of an aborted run: fine as long as another model reads
+            broken.append(err)
+    if not models or not problems.strict:
+        for err in broken:
             problems.add(err)
     if not models:
         return None
@@ -321,7 +343,11 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
             path = images_dir / image.name
             disk_hw, _ = image_header(path)
             camera = cams[image.camera_id]
-            k, lens = _intrinsics(camera)
+            k, lens = _intrinsics(camera, f"{model_dir}: camera {image.camera_id}")
+            if abs(disk_hw[0] * camera.width - disk_hw[1] * camera.height) > max(camera.width, camera.height):
+                raise DataError(f"{path}: image is {disk_hw[1]}x{disk_hw[0]} but its camera {image.camera_id} is "
+                                f"{camera.width}x{camera.height} (different aspect ratio: cropped or rotated after "
+                                "reconstruction?)")
             if disk_hw != (camera.height, camera.width):
                 k = cameras.resize_intrinsics(k, (camera.height, camera.width), disk_hw)
             pose = _pose(image, where)
@@ -369,8 +395,11 @@ def _camera_record(k: Tensor, lens: cameras.Distortion | None) -> tuple[str, lis
         return "PINHOLE", [fx, fy, cx, cy]
     if lens.model == "fisheye":
         return "OPENCV_FISHEYE", [fx, fy, cx, cy, lens.k1, lens.k2, lens.k3, lens.k4]
-    if lens.k3 or lens.k4:
-        return "FULL_OPENCV", [fx, fy, cx, cy, lens.k1, lens.k2, lens.p1, lens.p2, lens.k3, lens.k4, 0.0, 0.0]
+    if lens.k4:  # COLMAP's k4 is a rational term (FULL_OPENCV's denominator): no COLMAP model has an r^8 one
+        raise DataError(f"a lens with an r^8 term (k4 = {lens.k4}) has no COLMAP camera model; write the views "
+                        "undistorted instead")
+    if lens.k3:
+        return "FULL_OPENCV", [fx, fy, cx, cy, lens.k1, lens.k2, lens.p1, lens.p2, lens.k3, 0.0, 0.0, 0.0]
     return "OPENCV", [fx, fy, cx, cy, lens.k1, lens.k2, lens.p1, lens.p2]
 
 
@@ -390,9 +419,10 @@ def write_colmap(scenes: list[Scene], out: str | Path, binary: bool = False, ove
             for i, src in enumerate(scene.image_paths):
                 name = f"{i:04d}{src.suffix.lower()}"
                 shutil.copyfile(src, folder / "images" / name)
-                if scene.mask_paths is not None:
+                if scene.mask_paths is not None:  # COLMAP reads masks as 8-bit grey (a Blender mask is alpha)
                     (folder / "masks").mkdir(exist_ok=True)
-                    shutil.copyfile(scene.mask_paths[i], folder / "masks" / f"{name}.png")
+                    with Image.open(scene.mask_paths[i]) as mask:
+                        mask_channel(mask).save(folder / "masks" / f"{name}.png")
                 disk_hw, _ = image_header(src)
                 lens = scene.distortion[i] if scene.distortion is not None else None
                 model_name, params = _camera_record(scene.disk_intrinsics(i, disk_hw), lens)
