@@ -600,7 +600,7 @@ def data_render(
     out: Path = typer.Argument(..., help="Output dataset folder (resumable: complete objects are skipped)."),
     views: int = typer.Option(50, "--views", help="Views per object."),
     size: int = typer.Option(64, "--size", help="Square image size in pixels."),
-    format: str = typer.Option("srn", "--format", help="Output layout: srn or blender."),
+    format: str = typer.Option("srn", "--format", help="Output layout: srn, blender or colmap (no depth)."),
     camera_mode: str = typer.Option("random", "--cameras", help="random (uniform azimuth/elevation) or orbit."),
     elevation: tuple[float, float] = typer.Option((-10.0, 45.0), "--elevation", help="MIN MAX camera elevation, degrees."),
     radius: float = typer.Option(2.5, "--radius", help="Camera distance from the origin (objects fill radius 0.8)."),

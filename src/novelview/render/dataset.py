@@ -2,7 +2,9 @@
 
 Same cameras and layout as `novelview data synth` (SRN by default, or Blender/NeRF): per object RGBA images
 (alpha = coverage, composited on white when loaded), 16-bit depth along the optical axis x 1000, 8-bit masks,
-and ``dataset.json`` with the settings and camera distribution at the top.
+and ``dataset.json`` with the settings and camera distribution at the top. Or COLMAP (``format="colmap"``):
+per object ``images/`` (RGB, already on white), ``masks/`` and a text model in ``sparse/0/``; COLMAP's format
+has no place for depth, so none is written.
 
 * **Parallel**: ``workers`` processes, one mesh at a time each, one EGL context per task.
 * **Resumable**: each object is written into a temporary folder and renamed when complete; a rerun with the
@@ -29,6 +31,7 @@ import torch
 
 from novelview.data.atomic import atomic_directory, check_writable_target, is_temporary, write_text_atomic
 from novelview.data.formats.blender import BlenderSceneWriter
+from novelview.data.formats.colmap import ColmapSceneWriter
 from novelview.data.formats.srn import (
     DATASET_FORMAT_VERSION,
     DEPTH_SCALE,
@@ -41,7 +44,7 @@ from novelview.data.viewpoints import CameraDistribution
 from novelview.errors import ConfigError, DataError, NovelviewError
 from novelview.render.mesh import MESH_SUFFIXES, UpAxis, find_meshes, load_mesh
 
-OutputFormat = Literal["srn", "blender"]
+OutputFormat = Literal["srn", "blender", "colmap"]
 
 
 @dataclass
@@ -63,8 +66,8 @@ class RenderConfig:
         if self.views < 2 or self.size < 4 or self.antialias < 1:  # one view per object teaches nothing
             raise ConfigError(f"need views >= 2, size >= 4, antialias >= 1 (got {self.views}, {self.size}, "
                               f"{self.antialias})")
-        if self.format not in ("srn", "blender"):
-            raise ConfigError(f"output format must be 'srn' or 'blender', got {self.format!r}")
+        if self.format not in ("srn", "blender", "colmap"):
+            raise ConfigError(f"output format must be 'srn', 'blender' or 'colmap', got {self.format!r}")
         if self.up not in ("auto", "y", "z"):
             raise ConfigError(f"up axis must be auto, y or z, got {self.up!r}")
 
@@ -96,6 +99,8 @@ def object_cameras(cfg: RenderConfig, name: str) -> tuple[torch.Tensor, torch.Te
 def is_complete(folder: Path, fmt: OutputFormat) -> bool:
     if fmt == "blender":
         return (folder / "transforms_train.json").is_file()
+    if fmt == "colmap":
+        return (folder / "sparse" / "0" / "images.txt").is_file()
     return (folder / "intrinsics.txt").is_file() and (folder / "rgb").is_dir()
 
 
@@ -114,6 +119,13 @@ def render_one(mesh_path: Path, name: str, out: Path, cfg: RenderConfig) -> str:
             write_intrinsics(tmp, k, cfg.size, cfg.size)
             for v in range(cfg.views):
                 write_view(tmp, v, views.rgba[v], poses[v], mask=mask[v], depth=depth[v])
+        elif cfg.format == "colmap":
+            colmap = ColmapSceneWriter(tmp)
+            alpha = views.rgba[..., 3:].astype(np.float32) / 255.0
+            on_white = (views.rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+            for v in range(cfg.views):
+                colmap.add(on_white[v], poses[v], k, mask=mask[v])
+            colmap.close()
         else:
             writer = BlenderSceneWriter(tmp, split="train", depth_scale=cfg.depth_scale)
             for v in range(cfg.views):

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -403,36 +404,73 @@ def _camera_record(k: Tensor, lens: cameras.Distortion | None) -> tuple[str, lis
     return "OPENCV", [fx, fy, cx, cy, lens.k1, lens.k2, lens.p1, lens.p2]
 
 
+class ColmapSceneWriter:
+    """Write one COLMAP scene folder view by view (``images/``, ``masks/``), then :meth:`close` writes the model
+    (``sparse/0/``, text or binary). Every view gets its own camera: ``K`` in pixels for the image as written,
+    ``pose`` OpenCV camera-to-world."""
+
+    def __init__(self, folder: str | Path, binary: bool = False) -> None:
+        self.folder = Path(folder)
+        self.binary = binary
+        self.cameras: list[tuple[int, str, int, int, list[float]]] = []
+        self.images: list[tuple[int, list[float], list[float], int, str]] = []
+        (self.folder / "images").mkdir(parents=True, exist_ok=True)
+
+    def add(
+        self,
+        image: Path | np.ndarray,
+        pose: Tensor | np.ndarray,
+        k: Tensor | np.ndarray,
+        mask: Path | np.ndarray | None = None,
+        distortion: cameras.Distortion | None = None,
+    ) -> None:
+        """``image``: a file (copied as is) or uint8 HxWx3 pixels (saved as PNG); ``mask``: a file (its alpha or
+        grey level) or uint8 HxW, written as COLMAP's 8-bit ``masks/<name>.png``."""
+        i = len(self.images) + 1
+        if isinstance(image, Path):
+            name = f"{i - 1:04d}{image.suffix.lower()}"
+            shutil.copyfile(image, self.folder / "images" / name)
+            height, width = image_header(image)[0]
+        else:
+            name = f"{i - 1:04d}.png"
+            Image.fromarray(np.ascontiguousarray(image)).save(self.folder / "images" / name, compress_level=1)
+            height, width = image.shape[:2]
+        if mask is not None:
+            (self.folder / "masks").mkdir(exist_ok=True)
+            target = self.folder / "masks" / f"{name}.png"
+            if isinstance(mask, Path):
+                with Image.open(mask) as img:
+                    mask_channel(img).save(target)
+            else:
+                Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8))).save(target, compress_level=1)
+        model_name, params = _camera_record(torch.as_tensor(np.asarray(k, dtype=np.float64)), distortion)
+        self.cameras.append((i, model_name, width, height, params))
+        q, t = cameras.pose_to_world_to_camera(torch.as_tensor(np.asarray(pose, dtype=np.float64)))
+        self.images.append((i, [float(v) for v in q], [float(v) for v in t], i, name))
+
+    def close(self) -> Path:
+        if not self.images:
+            raise DataError(f"{self.folder}: no views to write")
+        model = self.folder / "sparse" / "0"
+        model.mkdir(parents=True, exist_ok=True)
+        (_write_binary if self.binary else _write_text)(model, self.cameras, self.images)
+        return model
+
+
 def write_colmap(scenes: list[Scene], out: str | Path, binary: bool = False, overwrite: bool = False) -> Path:
     """Write scenes as COLMAP sparse models: ``out/<scene.name>/images/`` + ``sparse/0/``.
 
     Each view keeps its image file (copied) and gets its own camera with the view's ``K`` at the size stored on
-    disk. Masks, when the scene has them, are copied to ``masks/<name>.png``. The dataset appears atomically.
+    disk. Masks, when the scene has them, go to ``masks/<name>.png``. The dataset appears atomically.
     """
     with atomic_directory(out, overwrite=overwrite) as tmp:
         for scene in scenes:
-            folder = tmp / scene.name
-            (folder / "images").mkdir(parents=True)
-            model = folder / "sparse" / "0"
-            model.mkdir(parents=True)
-            cams, images = [], []
+            writer = ColmapSceneWriter(tmp / scene.name, binary=binary)
             for i, src in enumerate(scene.image_paths):
-                name = f"{i:04d}{src.suffix.lower()}"
-                shutil.copyfile(src, folder / "images" / name)
-                if scene.mask_paths is not None:  # COLMAP reads masks as 8-bit grey (a Blender mask is alpha)
-                    (folder / "masks").mkdir(exist_ok=True)
-                    with Image.open(scene.mask_paths[i]) as mask:
-                        mask_channel(mask).save(folder / "masks" / f"{name}.png")
-                disk_hw, _ = image_header(src)
-                lens = scene.distortion[i] if scene.distortion is not None else None
-                model_name, params = _camera_record(scene.disk_intrinsics(i, disk_hw), lens)
-                cams.append((i + 1, model_name, disk_hw[1], disk_hw[0], params))
-                q, t = cameras.pose_to_world_to_camera(scene.poses[i].double())
-                images.append((i + 1, [float(v) for v in q], [float(v) for v in t], i + 1, name))
-            if binary:
-                _write_binary(model, cams, images)
-            else:
-                _write_text(model, cams, images)
+                writer.add(src, scene.poses[i].double(), scene.disk_intrinsics(i, image_header(src)[0]),
+                           mask=scene.mask_paths[i] if scene.mask_paths is not None else None,
+                           distortion=scene.distortion[i] if scene.distortion is not None else None)
+            writer.close()
         # Marks the folder as ours, so that `overwrite=True` may replace it later (and nothing else).
         (tmp / "dataset.json").write_text(json.dumps({"generator": "novelview write_colmap", "format": "colmap"}))
     return Path(out)
@@ -462,4 +500,4 @@ def _write_binary(model: Path, cams: list, images: list) -> None:
     (model / "points3D.bin").write_bytes(struct.pack("<Q", 0))
 
 
-__all__ = ["CAMERA_MODELS", "find_scenes", "is_colmap_scene", "read_colmap", "write_colmap"]
+__all__ = ["CAMERA_MODELS", "ColmapSceneWriter", "find_scenes", "is_colmap_scene", "read_colmap", "write_colmap"]
