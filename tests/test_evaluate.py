@@ -137,6 +137,29 @@ def test_object_mask_from_white_background_or_dataset_mask() -> None:
     assert int(metrics.object_mask(target, dataset_mask, radius=0).sum()) == 4
 
 
+def test_sliced_wasserstein_tells_sharp_sets_from_blurred_ones() -> None:
+    gen = torch.Generator().manual_seed(0)
+
+    def views(n: int) -> torch.Tensor:  # flat-coloured squares on white: sharp edges, like the procedural views
+        out = torch.ones(n, 3, 32, 32)
+        for i in range(n):
+            y, x, size = (int(v) for v in torch.randint(0, 16, (3,), generator=gen))
+            out[i, :, y:y + size + 8, x:x + size + 8] = torch.rand(3, 1, 1, generator=gen) * 2 - 1
+        return out
+
+    truth, other = views(48), views(48)
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(other, (2, 2, 2, 2), mode="replicate"), 5, 1)
+    assert metrics.swd_levels(32, 32) == 2 and metrics.swd_levels(128, 128) == 4
+    assert metrics.sliced_wasserstein(truth, truth) == [0.0, 0.0]
+    sharp, blur = metrics.sliced_wasserstein(other, truth), metrics.sliced_wasserstein(blurred, truth)
+    assert blur[0] > 2 * sharp[0]  # an independent sharp set is closer than the same set blurred
+    assert metrics.sliced_wasserstein(other, truth, seed=1) != sharp  # random patches and directions, seeded
+    shifted = metrics.sliced_wasserstein((other * 0.5 + 0.3).clamp(-1, 1), truth)
+    assert shifted[1] > sharp[1]  # colour and contrast count: patches are normalised by the truth's statistics
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.sliced_wasserstein(truth[:4], truth)
+
+
 def test_angle_bins_on_constructed_cameras() -> None:
     cond = cameras.spherical_to_pose(0.0, 0.0, 2.5)
     azimuths = torch.tensor([0.0, 10.0, 29.0, 31.0, 59.0, 61.0, 119.0, 121.0, 179.0, 180.0], dtype=torch.float64)
@@ -261,6 +284,16 @@ def test_evaluate_writes_a_report_and_scores_baselines_exactly(
         angle = cameras.angle_between_views(ds.scenes[obj].poses[record["cond_view"]].double(),
                                             ds.scenes[obj].poses[record["target_view"]].double())
         assert record["bin"] == metrics.angle_bin(float(angle))
+    # the patch-distribution distance of the copy baseline is the metric applied to those same images
+    copies, truths = [], []
+    for record in loaded.views:
+        obj = index[record["object"]]
+        copies.append(ds.view(obj, record["cond_view"])[0])
+        truths.append(ds.view(obj, record["target_view"])[0])
+    levels = metrics.sliced_wasserstein(torch.stack(copies), torch.stack(truths))
+    assert loaded.distribution["per_bin"]["all"]["copy-condition"]["levels"] == pytest.approx(levels, abs=1e-2)
+    assert set(loaded.distribution["per_bin"]["all"]) == set(loaded.methods)
+    assert "Patch distribution" in markdown
     margin = loaded.margins["copy-condition"]["all"]["psnr"]
     assert margin == pytest.approx(loaded.metric("psnr") - loaded.metric("psnr", "copy-condition"))
     # same seed, same numbers (and the held-out split is the default: test objects only)

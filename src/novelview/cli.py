@@ -470,7 +470,7 @@ def orbit(
 
 @app.command("eval")
 def eval_command(
-    data: Path = typer.Option(..., "--data", help="Dataset directory (SRN, Blender, rings, MVC, procedural)."),
+    data: Path = typer.Option(..., "--data", help="Dataset directory (SRN, Blender, COLMAP, rings, MVC, procedural)."),
     out: Path = typer.Option(..., "--out", help="Report directory: report.json, report.md, grid.png, ..."),
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Checkpoint or training-run directory (default: the shipped model)."
@@ -521,10 +521,12 @@ def eval_command(
         consistency_field=FieldConfig(resolution=field_resolution, steps=field_steps, bound=bound, seed=seed),
         orbits=orbits, split_seed=split_seed, device=device, batch_size=batch_size,
     )
+    swd = (report.distribution or {}).get("per_bin", {}).get("all", {})
     for name in report.methods:
         typer.echo(
             f"{name:>24}: PSNR {report.metric('psnr', name):6.2f} dB (object {report.metric('psnr_masked', name):6.2f})"
             f"  SSIM {report.metric('ssim', name):.3f} (object {report.metric('ssim_masked', name):.3f})"
+            + (f"  SWD {swd[name]['swd']:7.1f}" if name in swd else "")
         )
     if report.consistency and report.consistency["objects"]:
         mean = report.consistency["mean"]

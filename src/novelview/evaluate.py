@@ -205,6 +205,7 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
     lpips_fn, lpips_info = _lpips(cfg)
 
     records: list[dict[str, Any]] = []
+    pooled: dict[str, dict[str, list[Tensor]]] = {}  # bin -> method (and "truth") -> images, for set metrics
     grid_rows: list[list[Tensor]] = []
     mask_sources: set[str] = set()
     for task in tqdm(tasks, desc="eval", unit="object", disable=not cfg.progress):
@@ -221,6 +222,10 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
             scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
         for j, v in enumerate(task.target_views):
             angle = float(angles[j])
+            for label in (metrics.angle_bin(angle), rep.ALL):
+                pool = pooled.setdefault(label, {})
+                for name, images in (*preds.items(), ("truth", targets)):
+                    pool.setdefault(name, []).append(images[j])
             records.append({
                 "object": task.object_name,
                 "cond_view": task.cond_view,
@@ -264,12 +269,31 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
         summary=summary,
         margins=rep.margins(summary, PRIMARY, names[1:]),
         lpips=lpips_info,
+        distribution=_distribution(pooled, names),
         consistency=consistency[0] if consistency else None,
         environment=rep.environment(cfg.device),
     )
     if out is not None:
         _write(report, Path(out), grid_rows, consistency[1] if consistency else [], cfg, model, dataset, tasks, views)
     return report
+
+
+def _distribution(pooled: dict[str, dict[str, list[Tensor]]], names: list[str]) -> dict[str, Any]:
+    """Sliced Wasserstein distance between each method's images and the ground truth's, per angle bin: a set
+    metric, so it judges whether predictions look like real views (sharpness included) rather than how close
+    each is to its own target."""
+    per_bin: dict[str, dict[str, Any]] = {}
+    for label, pool in pooled.items():
+        truth = torch.stack(pool["truth"])
+        if len(truth) < metrics.SWD_MIN_IMAGES:
+            continue
+        per_bin[label] = {}
+        for name in names:
+            levels = metrics.sliced_wasserstein(torch.stack(pool[name]), truth)
+            per_bin[label][name] = {"swd": round(sum(levels) / len(levels), 3), "levels": [round(v, 3) for v in levels]}
+    return {"metric": "sliced Wasserstein distance of 7x7 patches of a Laplacian pyramid down to 16 px, x 1000 "
+                      "(Karras et al. 2018), normalised by the ground truth's patches; lower is better",
+            "min_images": metrics.SWD_MIN_IMAGES, "per_bin": per_bin}
 
 
 def _view_scores(s: metrics.ImageScores, j: int) -> dict[str, float | None]:

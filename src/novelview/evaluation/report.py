@@ -145,6 +145,7 @@ class EvalReport:
     margins: dict[str, dict[str, dict[str, float]]]
     lpips: dict[str, Any]
     consistency: dict[str, Any] | None = None
+    distribution: dict[str, Any] | None = None  # sliced Wasserstein distance per bin and method (older: None)
     environment: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
@@ -281,6 +282,18 @@ def render_markdown(report: EvalReport) -> str:
         lines += _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in labels]], rows)
     else:
         lines.append(f"Not computed: {report.lpips.get('reason')}")
+    lines += ["", "## Patch distribution vs the ground truth (sliced Wasserstein distance x 1000; lower is better)", ""]
+    dist = (report.distribution or {}).get("per_bin", {})
+    if dist:
+        shown = [lab for lab in labels if lab in dist]
+        rows = [[f"`{m}`", *[_fmt(dist[lab].get(m, {}).get("swd"), 1) for lab in shown]] for m in methods]
+        lines += _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in shown]], rows)
+        lines += ["", "A distance between *sets* of views: it asks whether the predictions look like real views of "
+                  "these objects (sharp edges, flat faces, the right colours), not whether each matches its own "
+                  f"target, so a blurry average scores badly even where its PSNR is high. Bins with fewer than "
+                  f"{report.distribution.get('min_images')} views are left out. See docs/evaluation.md."]
+    else:
+        lines.append("Not computed (a report from before this metric existed).")
     lines += ["", f"## Margin of `{report.primary}` over each baseline (positive = `{report.primary}` is better)", ""]
     if report.margins:
         for metric, digits in (("psnr", 2), ("psnr_masked", 2), ("ssim", 3), ("ssim_masked", 3), ("lpips", 4)):
