@@ -107,11 +107,14 @@ def _evaluate(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
         grid_objects=0,
     )
     out: dict[str, Any] = {}
+    per_bin = (report.distribution or {}).get("per_bin", {})
     for method in report.methods:
         label = "model" if method == report.primary else method
         out[label] = {
             b: {m: report.metric(m, method, b) for m in ("psnr", "ssim", "psnr_masked", "ssim_masked")} for b in BINS
         }
+        for b in BINS:  # the patch-distribution distance (points recorded before it existed lack it)
+            out[label][b]["swd"] = per_bin.get(b, {}).get(method, {}).get("swd")
     return out
 
 
