@@ -290,7 +290,9 @@ def render_markdown(report: EvalReport) -> str:
         lines += _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in shown]], rows)
         lines += ["", "A distance between *sets* of views: it asks whether the predictions look like real views of "
                   "these objects (sharp edges, flat faces, the right colours), not whether each matches its own "
-                  f"target, so a blurry average scores badly even where its PSNR is high. Bins with fewer than "
+                  "target, so a blurry average scores badly even where its PSNR is high. Compare methods within "
+                  "a column: two sets of real views score further apart the fewer views they hold, so columns of "
+                  f"different sizes are not comparable. Bins with fewer than "
                   f"{report.distribution.get('min_images')} views are left out. See docs/evaluation.md."]
     else:
         lines.append("Not computed (a report from before this metric existed).")
