@@ -56,7 +56,7 @@ def data_synth(
 
 @data_app.command("info")
 def data_info(
-    path: Path = typer.Argument(..., help="Dataset directory (SRN, Blender, ring or MVC pairs)."),
+    path: Path = typer.Argument(..., help="Dataset directory (SRN, Blender, COLMAP, ring or MVC pairs)."),
     format: str = typer.Option("auto", "--format", help="auto, srn, blender, colmap, ring or mvc."),
     quick: bool = typer.Option(False, "--quick", help="Skip fully decoding every image."),
 ) -> None:

@@ -222,7 +222,8 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
             scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
         for j, v in enumerate(task.target_views):
             angle = float(angles[j])
-            for label in (metrics.angle_bin(angle), rep.ALL):
+            angle_bin = metrics.angle_bin(angle)
+            for label in (angle_bin, rep.ALL):
                 pool = pooled.setdefault(label, {})
                 for name, images in (*preds.items(), ("truth", targets)):
                     pool.setdefault(name, []).append(images[j])
@@ -231,7 +232,7 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
                 "cond_view": task.cond_view,
                 "target_view": v,
                 "angle_deg": round(angle, 4),
-                "bin": metrics.angle_bin(angle),
+                "bin": angle_bin,
                 "mask_pixels": int(mask[j].sum()),
                 "scores": {name: _view_scores(s, j) for name, s in scores.items()},
             })

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from novelview.data.atomic import atomic_directory, check_writable_target, is_temporary, write_text_atomic
 from novelview.data.formats.blender import BlenderSceneWriter
@@ -42,6 +43,7 @@ from novelview.data.formats.srn import (
 from novelview.data.synthetic import OBJECT_RADIUS, SynthConfig
 from novelview.data.viewpoints import CameraDistribution
 from novelview.errors import ConfigError, DataError, NovelviewError
+from novelview.images import to_rgb
 from novelview.render.mesh import MESH_SUFFIXES, UpAxis, find_meshes, load_mesh
 
 OutputFormat = Literal["srn", "blender", "colmap"]
@@ -121,10 +123,8 @@ def render_one(mesh_path: Path, name: str, out: Path, cfg: RenderConfig) -> str:
                 write_view(tmp, v, views.rgba[v], poses[v], mask=mask[v], depth=depth[v])
         elif cfg.format == "colmap":
             colmap = ColmapSceneWriter(tmp)
-            alpha = views.rgba[..., 3:].astype(np.float32) / 255.0
-            on_white = (views.rgba[..., :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-            for v in range(cfg.views):
-                colmap.add(on_white[v], poses[v], k, mask=mask[v])
+            for v in range(cfg.views):  # on white exactly as loading the RGBA views of the other layouts does
+                colmap.add(np.asarray(to_rgb(Image.fromarray(views.rgba[v]))), poses[v], k, mask=mask[v])
             colmap.close()
         else:
             writer = BlenderSceneWriter(tmp, split="train", depth_scale=cfg.depth_scale)

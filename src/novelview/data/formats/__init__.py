@@ -30,7 +30,14 @@ from novelview.data.formats.blender import read_blender
 from novelview.data.formats.colmap import find_scenes as _colmap_scenes
 from novelview.data.formats.colmap import read_colmap
 from novelview.data.formats.pairs import ImpliedCameras, is_mvc_dataset, is_ring_dataset, read_mvc, read_rings
-from novelview.data.formats.scene import Problems, Scene, SceneCollection, camera_statistics, list_subdirs
+from novelview.data.formats.scene import (
+    Problems,
+    Scene,
+    SceneCollection,
+    aspect_differs,
+    camera_statistics,
+    list_subdirs,
+)
 from novelview.data.formats.srn import find_objects as _srn_objects
 from novelview.data.formats.srn import read_srn
 from novelview.errors import DataError, NovelviewError
@@ -186,10 +193,6 @@ def _decoded_size(path: Path, problems: Problems) -> tuple[int, int] | None:
     return img.width, img.height
 
 
-def _aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return abs(a[0] * b[1] - a[1] * b[0]) > max(b)
-
-
 def check_images(collection: SceneCollection, problems: Problems) -> int:
     """Fully decode every image (and mask/depth map) of ``collection``; report each unreadable one.
 
@@ -203,7 +206,7 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
         for i, path in enumerate(scene.image_paths):
             checked += 1
             size = _decoded_size(path, problems)
-            if size is not None and one_k and _aspect_differs(size, (w0, h0)):
+            if size is not None and one_k and aspect_differs(size, (w0, h0)):
                 problems.add(DataError(f"{path}: image is {size[0]}x{size[1]} but the scene's intrinsics are for "
                                        f"{w0}x{h0} (different aspect ratio)"))
             # A mask or depth map of another shape would be cropped differently from its view: compared with the
@@ -215,7 +218,7 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
                     continue
                 checked += 1
                 other = _decoded_size(companions[i], problems)
-                if other is not None and reference is not None and _aspect_differs(other, reference):
+                if other is not None and reference is not None and aspect_differs(other, reference):
                     problems.add(DataError(f"{companions[i]}: mask/depth map is {other[0]}x{other[1]} but its view "
                                            f"{path.name} is {reference[0]}x{reference[1]} (different aspect ratio)"))
     return checked

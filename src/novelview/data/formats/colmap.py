@@ -55,6 +55,7 @@ from novelview.data.formats.scene import (
     Problems,
     Scene,
     SceneCollection,
+    aspect_differs,
     image_header,
     list_subdirs,
     read_scene_folders,
@@ -345,7 +346,7 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
             disk_hw, _ = image_header(path)
             camera = cams[image.camera_id]
             k, lens = _intrinsics(camera, f"{model_dir}: camera {image.camera_id}")
-            if abs(disk_hw[0] * camera.width - disk_hw[1] * camera.height) > max(camera.width, camera.height):
+            if aspect_differs(disk_hw, (camera.height, camera.width)):
                 raise DataError(f"{path}: image is {disk_hw[1]}x{disk_hw[0]} but its camera {image.camera_id} is "
                                 f"{camera.width}x{camera.height} (different aspect ratio: cropped or rotated after "
                                 "reconstruction?)")

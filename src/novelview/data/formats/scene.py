@@ -207,6 +207,11 @@ def image_header(path: Path) -> tuple[tuple[int, int], bool]:
     return (h, w), has_alpha
 
 
+def aspect_differs(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two sizes (same order, H W or W H) differ in aspect ratio by more than a pixel's rounding."""
+    return abs(a[0] * b[1] - a[1] * b[0]) > max(b)
+
+
 def image_header_size(path: Path) -> tuple[int, int]:
     """(H, W) of the stored pixels (see :func:`image_header`)."""
     return image_header(path)[0]
