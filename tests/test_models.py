@@ -19,14 +19,17 @@ from novelview.models.presets import (
     preset_config,
 )
 
-TINY = ["xunet-tiny", "dit-tiny"]
-LARGE = [name for name in list_presets() if name not in TINY]
+# Denoisers: the backbones behind the conditioning wrapper (pixelNeRF, a regressor, is tested in test_lifting.py).
+TINY = ["xunet-tiny", "dit-tiny", "xunet-tiny-3d", "dit-tiny-3d"]
+LARGE = [name for name in list_presets() if "tiny" not in name and "pixelnerf" not in name]
 # Property tests run on the tiny presets and on the non-default conditioning options.
 VARIANTS = [
     ("xunet-tiny", {}),
     ("dit-tiny", {}),
     ("xunet-tiny", {"pose_mode": "plucker", "cond_concat": True, "self_condition": True}),
     ("dit-tiny", {"pose_mode": "plucker", "cond_concat": True, "self_condition": True}),
+    ("xunet-tiny-3d", {"self_condition": True}),
+    ("dit-tiny-3d", {}),
 ]
 
 
@@ -128,7 +131,7 @@ def test_ray_features_are_reused_only_for_identical_cameras():
         assert again is first  # a sampler's next step: nothing recomputed
         kw["target_pose"][0, 0, 3] += 0.5  # the same tensor, changed in place: must not be served stale
         moved = model.pose_embed(*args)
-    fresh = model.pose_embed._features(*args, None)
+    fresh = model.pose_embed.features(*args, None)
     assert moved is not first and torch.equal(moved[0].camera, fresh[0].camera)
     assert not torch.equal(moved[0].camera, first[0].camera)  # ray origins moved (directions did not)
     drop = torch.tensor([True, False, False])
@@ -138,11 +141,21 @@ def test_ray_features_are_reused_only_for_identical_cameras():
     assert model.pose_embed(*args) is not model.pose_embed(*args)  # training (autograd on): never cached
 
 
+def test_bare_backbone_weights_load_into_the_wrapper():
+    """Weights saved from a backbone without the wrapper (no ``backbone.`` prefix) load unchanged."""
+    model = _perturb(build_model("dit-tiny", 32))
+    bare = {key.removeprefix("backbone."): value for key, value in model.state_dict().items()}
+    fresh = build_model("dit-tiny", 32)
+    fresh.load_state_dict(bare, strict=True)
+    z_t, logsnr, kwargs = _inputs(model)
+    torch.testing.assert_close(_run(fresh.eval(), z_t, logsnr, kwargs), _run(model, z_t, logsnr, kwargs))
+
+
 def test_dit_position_table_is_a_buffer():
     model = build_model("dit-tiny", 32)
-    assert "pos_embed" in dict(model.named_buffers())
-    assert "pos_embed" not in model.state_dict()
-    assert model.to(torch.float64).pos_embed.dtype == torch.float64  # follows the module
+    assert "backbone.pos_embed" in dict(model.named_buffers())
+    assert "backbone.pos_embed" not in model.state_dict()
+    assert dict(model.to(torch.float64).named_buffers())["backbone.pos_embed"].dtype == torch.float64
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,12 +257,12 @@ def test_pose_scale_divides_translations(pose_mode):
 def _both_frames(model, z_t, logsnr, kwargs, **changes):
     """The X-UNet's target output computed without dropping the condition frame after the last cross-frame
     attention: both frames run through the whole decoder and the target is picked at the end."""
-    pruned_at = model.last_cross_attention
-    model.last_cross_attention = 10**9
+    pruned_at = model.backbone.last_cross_attention
+    model.backbone.last_cross_attention = 10**9
     try:
         return _run(model, z_t, logsnr, kwargs, **changes)[1::2]
     finally:
-        model.last_cross_attention = pruned_at
+        model.backbone.last_cross_attention = pruned_at
 
 
 def test_xunet_frames_never_share_normalisation():
@@ -284,9 +297,9 @@ def test_xunet_drops_the_condition_frame_exactly(size, overrides):
 
 @pytest.mark.parametrize("name", list_presets())
 def test_config_json_round_trip(name):
-    config = preset_config(name, 64, learn_variance=True)
+    config = preset_config(name, 64, **({} if "pixelnerf" in name else {"learn_variance": True}))
     data = json.loads(json.dumps(config.to_dict()))
-    assert data["family"] in ("xunet", "dit") and data["image_size"] == 64 and data["preset"] == name
+    assert data["family"] in ("xunet", "dit", "pixelnerf") and data["image_size"] == 64 and data["preset"] == name
     assert config_from_dict(data) == config
 
 

@@ -390,15 +390,28 @@ def plucker(origins: Tensor, directions: Tensor) -> Tensor:
     return torch.cat([d, torch.linalg.cross(origins, d, dim=-1)], dim=-1)
 
 
+def world_to_camera(points: Tensor, pose: Tensor) -> Tensor:
+    """World points ``[..., N, 3]`` in the frame of camera ``pose`` ``[..., 4, 4]`` (camera-to-world)."""
+    w2c = invert_pose(pose)
+    return points @ w2c[..., :3, :3].transpose(-1, -2) + w2c[..., None, :3, 3]
+
+
+def directions_to_camera(directions: Tensor, pose: Tensor) -> Tensor:
+    """World directions ``[..., N, 3]`` in the frame of camera ``pose`` (rotation only)."""
+    return directions @ pose[..., :3, :3]
+
+
+def camera_to_pixels(points_cam: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """Pixel coordinates ``[..., N, 2]`` (pixel centres at +0.5) and depths ``[..., N]`` of camera-frame points."""
+    depth = points_cam[..., 2]
+    pix = points_cam @ k.transpose(-1, -2)
+    return pix[..., :2] / depth[..., None], depth
+
+
 def project(points: Tensor, pose: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     """Pixel coordinates ``[..., N, 2]`` (u, v; continuous, pixel centres at +0.5) and depths ``[..., N]``
     of world points ``[..., N, 3]`` seen by camera ``pose`` with intrinsics ``k``."""
-    w2c = invert_pose(pose)
-    cam = (w2c[..., None, :3, :3] @ points[..., None])[..., 0] + w2c[..., None, :3, 3]
-    depth = cam[..., 2]
-    pix = (k[..., None, :, :] @ cam[..., None])[..., 0]
-    uv = pix[..., :2] / depth[..., None]
-    return uv, depth
+    return camera_to_pixels(world_to_camera(points, pose), k)
 
 
 def gl_projection(k: Tensor, height: int, width: int, near: float, far: float) -> Tensor:
@@ -611,6 +624,9 @@ __all__ = [
     "plucker",
     "pose_to_spherical",
     "project",
+    "world_to_camera",
+    "directions_to_camera",
+    "camera_to_pixels",
     "relative_pose",
     "resize_intrinsics",
     "rotate_about_target",

@@ -25,15 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from novelview.errors import ConfigError
-from novelview.models.conditioning import (
-    BackboneConfig,
-    NoiseLevelEmbedding,
-    PoseEmbedding,
-    PoseProjection,
-    check_inputs,
-    drop_mask,
-    self_condition_input,
-)
+from novelview.models.config import BackboneConfig
+from novelview.models.embeddings import NoiseLevelEmbedding, PoseProjection, RayFeatures
 from novelview.models.layers import Attention, Mlp, modulate, to_tokens, zero_init
 
 
@@ -117,7 +110,8 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """Pose-conditional DiT with the common backbone call signature (see ``docs/architecture.md``)."""
+    """Pose-conditional DiT backbone; :class:`~novelview.models.wrapper.ConditionedModel` puts the common call
+    signature in front of it."""
 
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
@@ -125,11 +119,11 @@ class DiT(nn.Module):
         c = config
         p, dim = c.patch_size, c.hidden
         self.grid = c.image_size // p
+        self.size_multiple = p
 
         self.noise_embed = NoiseLevelEmbedding(dim)
-        self.pose_embed = PoseEmbedding(c)
         # One pose projection for both streams: the same rays mean the same thing in either stream.
-        self.pose_proj = PoseProjection(self.pose_embed, dim, patch=p)
+        self.pose_proj = PoseProjection(c, dim, patch=p)
         self.target_patch = nn.Conv2d(c.in_channels, dim, p, stride=p)
         self.cond_patch = nn.Conv2d(3, dim, p, stride=p)
         self.register_buffer("pos_embed", sincos_2d(dim, self.grid)[None], persistent=False)
@@ -161,39 +155,18 @@ class DiT(nn.Module):
         x = x.view(b, g, g, p, p, ch).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, ch, g * p, g * p)
 
-    def forward(
-        self,
-        z_t: Tensor,
-        logsnr: Tensor,
-        *,
-        cond_image: Tensor,
-        cond_pose: Tensor,
-        target_pose: Tensor,
-        cond_K: Tensor,
-        target_K: Tensor,
-        drop_cond: Tensor | None = None,
-        x_self: Tensor | None = None,
-    ) -> Tensor:
+    def pose_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        return [(height, width)]
+
+    def forward(self, target_in: Tensor, cond_image: Tensor, logsnr: Tensor, rays: list[RayFeatures]) -> Tensor:
+        """``target_in [B, in_channels, H, W]`` (noisy view first), the condition view, noise level, ray features."""
         c = self.config
-        check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, c.patch_size)
-        b, _, height, width = z_t.shape
+        b, _, height, width = target_in.shape
         if height != c.image_size or width != c.image_size:
             raise ValueError(f"this DiT was built for {c.image_size}x{c.image_size} images, got {height}x{width}")
-        drop = drop_mask(drop_cond, b, z_t.device)
-        if drop is not None:
-            cond_image = torch.where(drop[:, None, None, None], torch.zeros_like(cond_image), cond_image)
-
         emb = self.noise_embed(logsnr)
-        rays = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), [(height, width)], drop)[0]
-        pose = to_tokens(self.pose_proj(rays)).unflatten(0, (b, 2))
-
-        target_in = [z_t]
-        if c.cond_concat:
-            target_in.append(cond_image)
-        estimate = self_condition_input(c, x_self, z_t)
-        if estimate is not None:
-            target_in.append(estimate)
-        x = to_tokens(self.target_patch(torch.cat(target_in, dim=1))) + self.pos_embed + pose[:, 1]
+        pose = to_tokens(self.pose_proj(rays[0])).unflatten(0, (b, 2))
+        x = to_tokens(self.target_patch(target_in)) + self.pos_embed + pose[:, 1]
         y = to_tokens(self.cond_patch(cond_image)) + self.pos_embed + pose[:, 0]
         for block in self.cond_blocks:
             y = block(y, emb)

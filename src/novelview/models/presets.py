@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +30,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from novelview import cameras
 from novelview.errors import ConfigError
-from novelview.models.conditioning import BackboneConfig
+from novelview.models.config import BackboneConfig
 from novelview.models.dit import DiT, DiTConfig
+from novelview.models.lifting import PixelNeRF, PixelNeRFConfig
+from novelview.models.wrapper import ConditionedModel
 from novelview.models.xunet import XUNet, XUNetConfig
 
-FAMILIES: dict[str, tuple[type[BackboneConfig], type[nn.Module]]] = {
-    "xunet": (XUNetConfig, XUNet),
-    "dit": (DiTConfig, DiT),
+FAMILIES: dict[str, tuple[type[BackboneConfig], Callable[[Any], nn.Module]]] = {
+    "xunet": (XUNetConfig, lambda config: ConditionedModel(XUNet(config))),
+    "dit": (DiTConfig, lambda config: ConditionedModel(DiT(config))),
+    "pixelnerf": (PixelNeRFConfig, PixelNeRF),
 }
 
 
@@ -102,6 +105,40 @@ PRESETS: dict[str, Preset] = {
             "dit-seed", "dit", 64,
             dict(patch_size=4, hidden=512, depth=8, cond_depth=2, heads=8),
             "the DiT seed's size, pose-aware",
+        ),
+        # 3D-aware (GeNVS): the same backbones reading the condition view lifted into a feature field and
+        # rendered at the target camera (models/lifting.py).
+        Preset(
+            "dit-tiny-3d", "dit", 32,
+            dict(patch_size=4, hidden=192, depth=3, cond_depth=1, heads=3, cond_concat=True, lift=True,
+                 **_FAST_POSE),
+            "CPU-sized 3D-aware DiT",
+        ),
+        Preset(
+            "xunet-tiny-3d", "xunet", 32,
+            dict(ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8, 4), heads=4, emb_ch=64,
+                 cond_concat=True, lift=True, **_FAST_POSE),
+            "CPU-sized 3D-aware X-UNet",
+        ),
+        Preset(
+            "dit-small-3d", "dit", 64,
+            dict(patch_size=4, hidden=384, depth=12, cond_depth=4, heads=6, cond_concat=True, lift=True,
+                 lift_channels=32, lift_width=128, lift_samples=32),
+            "one-GPU 3D-aware DiT",
+        ),
+        Preset(
+            "xunet-small-3d", "xunet", 64,
+            dict(ch=64, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(8, 16), heads=4, emb_ch=256,
+                 dropout=0.1, cond_concat=True, lift=True, lift_channels=32, lift_width=128, lift_samples=32),
+            "one-GPU 3D-aware X-UNet",
+        ),
+        Preset(
+            "pixelnerf-tiny", "pixelnerf", 32, dict(**_FAST_POSE),
+            "pixelNeRF regression baseline (the lifting module rendering RGB; --objective regression)",
+        ),
+        Preset(
+            "pixelnerf-small", "pixelnerf", 64, dict(lift_width=128, lift_samples=32),
+            "one-GPU pixelNeRF regression baseline",
         ),
     ]
 }

@@ -18,23 +18,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from novelview.errors import ConfigError
-from novelview.models.conditioning import (
-    LOGSNR_MAX,
-    BackboneConfig,
-    NoiseLevelEmbedding,
-    PoseEmbedding,
-    PoseProjection,
-    check_inputs,
-    drop_mask,
-    self_condition_input,
-)
+from novelview.models.config import LOGSNR_MAX, BackboneConfig
+from novelview.models.embeddings import NoiseLevelEmbedding, PoseProjection, RayFeatures
 from novelview.models.layers import Attention, from_tokens, group_norm, to_tokens, zero_init
 
 # Residual sums are rescaled by 1/sqrt(2) (3DiM / NCSN++ "skip_rescale") so activations keep their scale
@@ -153,12 +145,25 @@ class XUNetBlock(nn.Module):
             else nn.Identity()
         )
 
+    @property
+    def attends(self) -> bool:
+        return not isinstance(self.attn, nn.Identity)
+
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         return self.attn(self.res(x, emb))
 
 
+class Stage(NamedTuple):
+    """One step of the UNet's forward: a block at resolution ``level``; ``kind`` says how it uses skips."""
+
+    block: nn.Module
+    level: int
+    kind: Literal["down", "middle", "up"]  # down: its output is a skip; up: it reads one
+
+
 class XUNet(nn.Module):
-    """3DiM X-UNet with the common backbone call signature (see ``docs/architecture.md``)."""
+    """3DiM X-UNet backbone; :class:`~novelview.models.wrapper.ConditionedModel` puts the common call signature in
+    front of it."""
 
     def __init__(self, config: XUNetConfig) -> None:
         super().__init__()
@@ -166,11 +171,11 @@ class XUNet(nn.Module):
         c = config
         levels = len(c.ch_mult)
         widths = [c.ch * m for m in c.ch_mult]
+        self.size_multiple = 2 ** (levels - 1)
 
         self.noise_embed = NoiseLevelEmbedding(c.emb_ch)
-        self.pose_embed = PoseEmbedding(c)
         # One projection per level: rays are traced at each level's own resolution (exact pixel centres).
-        self.pose_proj = nn.ModuleList(PoseProjection(self.pose_embed, c.emb_ch) for _ in widths)
+        self.pose_proj = nn.ModuleList(PoseProjection(c, c.emb_ch) for _ in widths)
         self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
 
         res = c.image_size
@@ -205,90 +210,58 @@ class XUNet(nn.Module):
             self.up.insert(0, level)  # self.up[i] serves level i
         assert not skips
 
-        # Forward order of the blocks: down blocks and downsamplers, middle, up blocks and upsamplers. The
-        # condition frame is dropped right after the last one with cross-frame attention (-1: none has any,
-        # so only channel concatenation, if any, ever mixes the frames and it is dropped after conv_in).
-        order = [*(b for lv in self.down for b in [*lv.blocks, getattr(lv, "downsample", None)]), self.middle]
-        order += [b for lv in reversed(self.up) for b in [*lv.blocks, getattr(lv, "upsample", None)]]
-        attending = [n for n, b in enumerate(b for b in order if b is not None)
-                     if isinstance(b, XUNetBlock) and not isinstance(b.attn, nn.Identity)]
+        self.stages = self._stages()
+        # The condition frame is dropped right after the last stage with cross-frame attention (-1: none has
+        # any, so only channel concatenation, if any, mixes the frames and it is dropped after conv_in).
+        attending = [n for n, s in enumerate(self.stages) if isinstance(s.block, XUNetBlock) and s.block.attends]
         self.last_cross_attention = attending[-1] if attending else -1
 
         self.norm_out = group_norm(ch, c.norm_groups)
         self.conv_out = zero_init(nn.Conv2d(ch, c.out_channels, 3, padding=1))
 
-    def _after_block(
-        self, index: int, h: Tensor, skips: list[Tensor], embs: list[Tensor]
-    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """After block ``index`` (-1: before the first), drop the condition frame if nothing later attends to it.
-        Frames are interleaved per sample (cond, target), so ``[1::2]`` keeps the targets."""
-        if index != self.last_cross_attention:
-            return h, skips, embs
-        return h[1::2], [x[1::2] for x in skips], [e[1::2] for e in embs]
+    def _stages(self) -> list[Stage]:
+        stages = []
+        for i, level in enumerate(self.down):
+            stages += [Stage(block, i, "down") for block in level.blocks]
+            if hasattr(level, "downsample"):
+                stages.append(Stage(level.downsample, i + 1, "down"))
+        stages.append(Stage(self.middle, len(self.down) - 1, "middle"))
+        for i in reversed(range(len(self.up))):
+            stages += [Stage(block, i, "up") for block in self.up[i].blocks]
+            if hasattr(self.up[i], "upsample"):
+                stages.append(Stage(self.up[i].upsample, i - 1, "middle"))
+        return stages
 
-    def forward(
-        self,
-        z_t: Tensor,
-        logsnr: Tensor,
-        *,
-        cond_image: Tensor,
-        cond_pose: Tensor,
-        target_pose: Tensor,
-        cond_K: Tensor,
-        target_K: Tensor,
-        drop_cond: Tensor | None = None,
-        x_self: Tensor | None = None,
-    ) -> Tensor:
-        c = self.config
-        levels = len(c.ch_mult)
-        check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, 2 ** (levels - 1))
-        b, _, height, width = z_t.shape
-        drop = drop_mask(drop_cond, b, z_t.device)
-        if drop is not None:
-            cond_image = torch.where(drop[:, None, None, None], torch.zeros_like(cond_image), cond_image)
+    def pose_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        return [(height >> i, width >> i) for i in range(len(self.config.ch_mult))]
 
+    def forward(self, target_in: Tensor, cond_image: Tensor, logsnr: Tensor, rays: list[RayFeatures]) -> Tensor:
+        """``target_in [B, in_channels, H, W]`` (noisy view first), the condition view, noise level, ray features
+        per level. The condition frame reads the condition view in place of the noisy one, and the target's other
+        input channels unchanged, so both frames go through the same ``conv_in``."""
         # Embedding maps, one per level: [B*2, emb_ch, h, w] (frame axis folded into batch, cond first).
         frame_logsnr = torch.stack([torch.full_like(logsnr, LOGSNR_MAX), logsnr], dim=1).flatten()
         noise = self.noise_embed(frame_logsnr)[:, :, None, None]
-        sizes = [(height >> i, width >> i) for i in range(levels)]
-        pose = self.pose_embed(cond_pose, target_pose, cond_K, target_K, (height, width), sizes, drop)
-        embs = [F.silu(noise + proj(p)) for proj, p in zip(self.pose_proj, pose)]
-
-        frames = torch.stack([cond_image, z_t], dim=1)  # [B, 2, 3, H, W]
-        parts = [frames]
-        if c.cond_concat:  # each frame also sees the other one, pixel-aligned
-            parts.append(frames.flip(1))
-        estimate = self_condition_input(c, x_self, z_t)
-        if estimate is not None:  # the clean condition frame's estimate of itself is itself
-            parts.append(torch.stack([cond_image, estimate], dim=1))
-        frames = torch.cat(parts, dim=2)
-        h = self.conv_in(frames.flatten(0, 1))
-
-        hs: list[Tensor] = []
-        h, hs, embs = self._after_block(-1, h, hs, embs)
-        n = 0
-        hs.append(h)
-        for i, level in enumerate(self.down):
-            for block in level.blocks:
-                h, hs, embs = self._after_block(n, block(h, embs[i]), hs, embs)
-                hs.append(h)
-                n += 1
-            if hasattr(level, "downsample"):
-                h, hs, embs = self._after_block(n, level.downsample(h, embs[i + 1]), hs, embs)
-                hs.append(h)
-                n += 1
-        h, hs, embs = self._after_block(n, self.middle(h, embs[-1]), hs, embs)
-        n += 1
-        for i in reversed(range(levels)):
-            level = self.up[i]
-            for block in level.blocks:
-                h, hs, embs = self._after_block(n, block(torch.cat([h, hs.pop()], dim=1), embs[i]), hs, embs)
-                n += 1
-            if hasattr(level, "upsample"):
-                h, hs, embs = self._after_block(n, level.upsample(h, embs[i - 1]), hs, embs)
-                n += 1
+        embs = [F.silu(noise + proj(r)) for proj, r in zip(self.pose_proj, rays)]
+        cond_in = torch.cat([cond_image, target_in[:, 3:]], dim=1)
+        h = self.conv_in(torch.stack([cond_in, target_in], dim=1).flatten(0, 1))
+        skips = [h]
+        if self.last_cross_attention == -1:
+            h, skips, embs = _targets_only(h, skips, embs)
+        for n, stage in enumerate(self.stages):
+            x = torch.cat([h, skips.pop()], dim=1) if stage.kind == "up" else h
+            h = stage.block(x, embs[stage.level])
+            if stage.kind == "down":
+                skips.append(h)
+            if n == self.last_cross_attention:
+                h, skips, embs = _targets_only(h, skips, embs)
         # h is the target frame alone now: per-frame norms make dropping the condition frame exact.
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _targets_only(h: Tensor, skips: list[Tensor], embs: list[Tensor]) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """Drop the condition frame once nothing later attends to it; frames are interleaved (cond, target)."""
+    return h[1::2], [s[1::2] for s in skips], [e[1::2] for e in embs]
 
 
 __all__ = ["XUNet", "XUNetConfig"]

@@ -1,7 +1,4 @@
-"""Conditioning shared by both backbones: the noise-level embedding and the per-pixel pose embedding.
-
-Also home of :class:`BackboneConfig`, the fields every backbone config has (image size, output head, how
-cameras are encoded), so the two backbones read them the same way.
+"""Embeddings both backbones read: the noise level and the per-pixel rays of both cameras.
 
 Pose conditioning is **relative**: both cameras are re-expressed in the *condition* camera's frame
 (:func:`novelview.cameras.relative_pose`), so the condition camera is the identity and the world frame a
@@ -22,94 +19,15 @@ as 3DiM did on SRN.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from novelview import cameras
-from novelview.errors import ConfigError
-from novelview.models.layers import sinusoidal_embedding
-
-#: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
-LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
-POSE_MODES = ("rays", "plucker")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-_TYPE_CHECKS = {
-    "int": _is_int,
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "str | None": lambda v: v is None or isinstance(v, str),
-    "tuple[int, ...]": lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) for x in v),
-}
-
-
-@dataclass
-class BackboneConfig:
-    """Fields common to every backbone. Subclasses set ``family`` and add their architecture fields."""
-
-    family: ClassVar[str] = ""
-
-    preset: str | None = None  # the preset this config came from (informational; build_model sets it)
-    image_size: int = 64
-    learn_variance: bool = False  # 6 output channels: prediction, then variance interpolation v in [-1, 1]
-    cond_concat: bool = False  # also concatenate the condition view onto the target's input channels
-    # Self-conditioning (Chen et al. 2022): the target also reads the previous x0 estimate (3 more channels).
-    self_condition: bool = False
-    pose_mode: str = "rays"  # "rays" (origin + direction) or "plucker"
-    pos_freqs: int = 15  # Fourier octaves of ray origins / Plücker moments (3DiM: 15)
-    dir_freqs: int = 8  # Fourier octaves of ray directions (3DiM: 8)
-    pose_scale: float = 1.0  # camera translations are divided by this (see module docstring)
-    dropout: float = 0.0
-
-    @property
-    def out_channels(self) -> int:
-        return 6 if self.learn_variance else 3
-
-    @property
-    def in_channels(self) -> int:
-        return 3 * (1 + int(self.cond_concat) + int(self.self_condition))
-
-    def __post_init__(self) -> None:
-        self._check_types()
-        self.validate()
-
-    def _check_types(self) -> None:
-        """Options arrive from JSON (``--override``, config.json): a wrong type is a user error, named here."""
-        for f in dataclasses.fields(self):
-            check = _TYPE_CHECKS.get(str(f.type))
-            value = getattr(self, f.name)
-            if check is not None and not check(value):
-                raise ConfigError(f"model option {f.name}={value!r}: expected {f.type}")
-
-    def validate(self) -> None:
-        if self.image_size < 8:
-            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
-        if self.pose_mode not in POSE_MODES:
-            raise ConfigError(f"pose_mode must be one of {', '.join(POSE_MODES)}, got {self.pose_mode!r}")
-        if self.pos_freqs < 0 or self.dir_freqs < 0:
-            raise ConfigError("pos_freqs and dir_freqs must be >= 0")
-        if not self.pose_scale > 0:
-            raise ConfigError(f"pose_scale must be positive, got {self.pose_scale}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists); :func:`novelview.models.presets.config_from_dict` inverts it."""
-        out: dict[str, Any] = {"family": self.family}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+from novelview.models.config import LOGSNR_MAX, LOGSNR_MIN, BackboneConfig
+from novelview.models.layers import LastResult, sinusoidal_embedding
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -154,8 +72,17 @@ def fourier_features(x: Tensor, num_freqs: int) -> Tensor:
     return torch.cat([x, torch.sin(xb), torch.cos(xb)], dim=-1)
 
 
-def _fourier_channels(num_freqs: int) -> int:
+def fourier_channels(num_freqs: int) -> int:
+    """Channels :func:`fourier_features` gives a 3-vector."""
     return 3 * (1 + 2 * num_freqs)
+
+
+def pose_channels(config: BackboneConfig) -> tuple[int, int]:
+    """``(per-pixel, per-camera)`` channels of the ray features :class:`PoseEmbedding` gives for ``config``."""
+    position = fourier_channels(config.pos_freqs)
+    if config.pose_mode == "plucker":
+        return fourier_channels(config.dir_freqs) + position, 0
+    return fourier_channels(config.dir_freqs), position
 
 
 @dataclass
@@ -184,9 +111,7 @@ class PoseEmbedding(nn.Module):
         self.pos_freqs = config.pos_freqs
         self.dir_freqs = config.dir_freqs
         self.pose_scale = config.pose_scale
-        position = _fourier_channels(config.pos_freqs)
-        self.pixel_channels = _fourier_channels(config.dir_freqs) + (position if self.mode == "plucker" else 0)
-        self.camera_channels = position if self.mode == "rays" else 0
+        self._last = LastResult()
 
     def forward(
         self,
@@ -202,19 +127,12 @@ class PoseEmbedding(nn.Module):
 
         Without autograd (sampling) the last result is reused while the cameras stay the same: a sampler calls
         the network 25+ times per view with identical cameras, and tracing rays is ~5 % of a tiny model's
-        forward. The cameras are compared by value, so a reused result is exactly what would be recomputed.
+        forward.
         """
-        if torch.is_grad_enabled() or cond_pose.device.type == "meta" or torch.compiler.is_compiling():
-            return self._features(cond_pose, target_pose, cond_K, target_K, image_hw, sizes, drop)
         key = (cond_pose, target_pose, cond_K, target_K, drop, tuple(image_hw), tuple(map(tuple, sizes)))
-        cached = getattr(self, "_last", None)
-        if cached is not None and _same_key(cached[0], key):
-            return cached[1]
-        feats = self._features(cond_pose, target_pose, cond_K, target_K, image_hw, sizes, drop)
-        self._last = (tuple(k.clone() if isinstance(k, Tensor) else k for k in key), feats)
-        return feats
+        return self._last.get_or_compute(key, lambda: self.features(*key[:4], image_hw, sizes, drop))
 
-    def _features(
+    def features(
         self,
         cond_pose: Tensor,
         target_pose: Tensor,
@@ -264,28 +182,17 @@ class PoseEmbedding(nn.Module):
         return feats
 
 
-def _same_key(a: tuple, b: tuple) -> bool:
-    for x, y in zip(a, b):
-        if isinstance(x, Tensor) or isinstance(y, Tensor):
-            if not (isinstance(x, Tensor) and isinstance(y, Tensor)) or x.shape != y.shape or x.device != y.device:
-                return False
-            if x.dtype != y.dtype or not torch.equal(x, y):
-                return False
-        elif x != y:
-            return False
-    return True
-
-
 class PoseProjection(nn.Module):
     """Linear map of :class:`RayFeatures` to ``dim`` channels: ``[B*2, dim, h / patch, w / patch]``.
 
     ``patch=1``: per pixel (X-UNet, one per level); ``patch=p``: one patchifying conv (DiT tokens).
     """
 
-    def __init__(self, embed: PoseEmbedding, dim: int, patch: int = 1) -> None:
+    def __init__(self, config: BackboneConfig, dim: int, patch: int = 1) -> None:
         super().__init__()
-        self.pixel = nn.Conv2d(embed.pixel_channels, dim, patch, stride=patch)
-        self.camera = nn.Linear(embed.camera_channels, dim, bias=False) if embed.camera_channels else None
+        pixel_channels, camera_channels = pose_channels(config)
+        self.pixel = nn.Conv2d(pixel_channels, dim, patch, stride=patch)
+        self.camera = nn.Linear(camera_channels, dim, bias=False) if camera_channels else None
 
     def forward(self, features: RayFeatures) -> Tensor:
         out = self.pixel(features.pixel.flatten(0, 1))
@@ -294,67 +201,13 @@ class PoseProjection(nn.Module):
         return out
 
 
-def drop_mask(drop_cond: Tensor | None, batch: int, device: torch.device) -> Tensor | None:
-    """Validate ``drop_cond`` (``[B]`` bool or None); None when nothing is dropped."""
-    if drop_cond is None:
-        return None
-    drop = torch.as_tensor(drop_cond, device=device)
-    if drop.shape != (batch,):
-        raise ValueError(f"drop_cond must have shape [{batch}], got {tuple(drop.shape)}")
-    return drop.bool()
-
-
-def self_condition_input(config: BackboneConfig, x_self: Tensor | None, z_t: Tensor) -> Tensor | None:
-    """The x0 estimate a self-conditioned model reads (zeros when there is none yet); None for other models."""
-    if not config.self_condition:
-        if x_self is not None:
-            raise ValueError("x_self was given but this model was built without self_condition")
-        return None
-    if x_self is None:
-        return torch.zeros_like(z_t)
-    if x_self.shape != z_t.shape:
-        raise ValueError(f"x_self must have the shape of z_t {list(z_t.shape)}, got {list(x_self.shape)}")
-    return x_self.to(z_t.dtype)
-
-
-def check_inputs(
-    z_t: Tensor, logsnr: Tensor, cond_image: Tensor, cond_pose: Tensor, target_pose: Tensor,
-    cond_K: Tensor, target_K: Tensor, multiple: int,
-) -> None:
-    """Shape checks of the common call signature (clear messages instead of an error deep in a conv).
-
-    ``multiple``: the image height and width must be divisible by it (the backbone's total downsampling).
-    """
-    if z_t.ndim != 4 or z_t.shape[1] != 3:
-        raise ValueError(f"z_t must have shape [B, 3, H, W], got {list(z_t.shape)}")
-    b, _, h, w = z_t.shape
-    if h % multiple or w % multiple:
-        raise ValueError(f"image height and width must be multiples of {multiple}, got {h}x{w}")
-    expected = {
-        "logsnr": (logsnr, (b,)),
-        "cond_image": (cond_image, (b, 3, h, w)),
-        "cond_pose": (cond_pose, (b, 4, 4)),
-        "target_pose": (target_pose, (b, 4, 4)),
-        "cond_K": (cond_K, (b, 3, 3)),
-        "target_K": (target_K, (b, 3, 3)),
-    }
-    for name, (tensor, shape) in expected.items():
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"{name} must have shape {list(shape)}, got {list(tensor.shape)}")
-
-
 __all__ = [
-    "LOGSNR_MAX",
-    "LOGSNR_MIN",
-    "POSE_MODES",
-    "BackboneConfig",
     "NoiseLevelEmbedding",
     "PoseEmbedding",
-    "check_inputs",
-    "drop_mask",
-    "fourier_features",
-    "logsnr_to_unit",
-    "self_condition_input",
     "PoseProjection",
     "RayFeatures",
+    "fourier_channels",
+    "fourier_features",
+    "logsnr_to_unit",
+    "pose_channels",
 ]

@@ -1,0 +1,128 @@
+"""The fields every model config has: image size, output head, how cameras are encoded, what the wrapper adds.
+
+Each backbone's config (:class:`~novelview.models.dit.DiTConfig`, :class:`~novelview.models.xunet.XUNetConfig`,
+:class:`~novelview.models.lifting.PixelNeRFConfig`) subclasses :class:`BackboneConfig` and adds its architecture
+fields. Configs arrive from JSON (``config.json``, ``--override``), so every field is type-checked on creation and a
+wrong value is a :class:`~novelview.errors.ConfigError` that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from novelview.errors import ConfigError
+
+#: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
+POSE_MODES = ("rays", "plucker")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TYPE_CHECKS = {
+    "int": _is_int,
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "tuple[int, ...]": lambda v: isinstance(v, (tuple, list)) and all(_is_int(x) for x in v),
+}
+
+
+@dataclass
+class BackboneConfig:
+    """Fields common to every backbone. Subclasses set ``family`` and add their architecture fields."""
+
+    family: ClassVar[str] = ""
+
+    preset: str | None = None  # the preset this config came from (informational; build_model sets it)
+    image_size: int = 64
+    learn_variance: bool = False  # 6 output channels: prediction, then variance interpolation v in [-1, 1]
+    cond_concat: bool = False  # also concatenate the condition view onto the target's input channels
+    # Self-conditioning (Chen et al. 2022): the target also reads the previous x0 estimate (3 more channels).
+    self_condition: bool = False
+    pose_mode: str = "rays"  # "rays" (origin + direction) or "plucker"
+    pos_freqs: int = 15  # Fourier octaves of ray origins / Plücker moments (3DiM: 15)
+    dir_freqs: int = 8  # Fourier octaves of ray directions (3DiM: 8)
+    pose_scale: float = 1.0  # camera translations are divided by this (see models/embeddings.py)
+    dropout: float = 0.0
+    # 3D-aware conditioning (models/lifting.py, GeNVS): the condition view(s) lifted into a feature field and
+    # volume-rendered at the target camera; the target reads that feature image as more input channels.
+    lift: bool = False
+    lift_channels: int = 16  # feature channels of the rendered image (RGB and opacity come on top)
+    lift_width: int = 64  # width of the image encoder's output and of the point MLP
+    lift_samples: int = 16  # points per target ray between near and far
+    lift_resolution: int = 0  # side of the rendered feature image; 0 = half the image size (then upsampled)
+    lift_freqs: int = 6  # Fourier octaves of the point positions
+    # Distances along the target's rays (world units) between which the scene lies; 0, 0 = derived from
+    # pose_scale: the camera distance -/+ the bounding radius that a 40 degree view contains.
+    near: float = 0.0
+    far: float = 0.0
+
+    @property
+    def out_channels(self) -> int:
+        return 6 if self.learn_variance else 3
+
+    @property
+    def lift_image_channels(self) -> int:
+        """Channels of the rendered feature image: features, RGB, opacity (0 without lifting)."""
+        return self.lift_channels + 4 if self.lift else 0
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the target's input: noisy image, then condition view, x0 estimate and feature image."""
+        return 3 * (1 + int(self.cond_concat) + int(self.self_condition)) + self.lift_image_channels
+
+    @property
+    def render_size(self) -> int:
+        return self.lift_resolution or max(1, self.image_size // 2)
+
+    def ray_bounds(self) -> tuple[float, float]:
+        """``(near, far)`` along the target rays, in world units."""
+        if self.far > 0:
+            return self.near, self.far
+        bound = self.pose_scale * 0.342  # sin(20 deg): the sphere a 40 degree view at distance pose_scale holds
+        return self.pose_scale - bound, self.pose_scale + bound
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self.validate()
+
+    def _check_types(self) -> None:
+        """Options arrive from JSON (``--override``, config.json): a wrong type is a user error, named here."""
+        for f in dataclasses.fields(self):
+            check = _TYPE_CHECKS.get(str(f.type))
+            value = getattr(self, f.name)
+            if check is not None and not check(value):
+                raise ConfigError(f"model option {f.name}={value!r}: expected {f.type}")
+
+    def validate(self) -> None:
+        if self.image_size < 8:
+            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+        if self.pose_mode not in POSE_MODES:
+            raise ConfigError(f"pose_mode must be one of {', '.join(POSE_MODES)}, got {self.pose_mode!r}")
+        if self.pos_freqs < 0 or self.dir_freqs < 0 or self.lift_freqs < 0:
+            raise ConfigError("pos_freqs, dir_freqs and lift_freqs must be >= 0")
+        if not self.pose_scale > 0:
+            raise ConfigError(f"pose_scale must be positive, got {self.pose_scale}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if min(self.lift_channels, self.lift_resolution) < 0 or min(self.lift_width, self.lift_samples) < 1:
+            raise ConfigError("lift_channels and lift_resolution must be >= 0, lift_width and lift_samples >= 1")
+        if (self.near or self.far) and not 0 <= self.near < self.far:
+            raise ConfigError(f"need 0 <= near < far (or both 0 for automatic bounds), got {self.near}, {self.far}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists); :func:`novelview.models.presets.config_from_dict` inverts it."""
+        out: dict[str, Any] = {"family": self.family}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+__all__ = ["LOGSNR_MAX", "LOGSNR_MIN", "POSE_MODES", "BackboneConfig"]
