@@ -28,33 +28,34 @@ import numpy as np
 
 
 def _part(rng: np.random.Generator, kind: str):
+    """One part of a random kind and size (before the loader scales the whole object into radius 0.8)."""
     import trimesh
 
     if kind == "box":
-        return trimesh.creation.box(extents=rng.uniform(0.25, 0.8, size=3))
+        return trimesh.creation.box(extents=rng.uniform(0.4, 1.1, size=3))
     if kind == "sphere":
-        return trimesh.creation.icosphere(subdivisions=3, radius=rng.uniform(0.2, 0.4))
+        return trimesh.creation.icosphere(subdivisions=3, radius=rng.uniform(0.3, 0.55))
     if kind == "cylinder":
-        return trimesh.creation.cylinder(radius=rng.uniform(0.1, 0.3), height=rng.uniform(0.3, 0.9), sections=32)
+        return trimesh.creation.cylinder(radius=rng.uniform(0.15, 0.4), height=rng.uniform(0.5, 1.2), sections=32)
     if kind == "cone":
-        return trimesh.creation.cone(radius=rng.uniform(0.15, 0.35), height=rng.uniform(0.3, 0.8), sections=32)
+        return trimesh.creation.cone(radius=rng.uniform(0.25, 0.5), height=rng.uniform(0.5, 1.1), sections=32)
     if kind == "torus":
-        major = rng.uniform(0.2, 0.35)
+        major = rng.uniform(0.3, 0.5)
         return trimesh.creation.torus(major_radius=major, minor_radius=major * rng.uniform(0.25, 0.45))
-    return trimesh.creation.capsule(radius=rng.uniform(0.1, 0.2), height=rng.uniform(0.2, 0.6), count=[24, 24])
+    return trimesh.creation.capsule(radius=rng.uniform(0.15, 0.3), height=rng.uniform(0.3, 0.8), count=[24, 24])
 
 
 KINDS = ("box", "sphere", "cylinder", "cone", "torus", "capsule")
 
 
 def random_mesh(rng: np.random.Generator):
-    """2-4 parts on a ring of radius 0.4-0.6 around the centre, each with its own colour and a random pose."""
+    """2-4 parts on a ring of radius 0.5-0.7 around the centre, each with its own colour and a random pose."""
     import trimesh
     from scipy.spatial.transform import Rotation
 
     n = int(rng.integers(2, 5))
     phase = rng.uniform(0, 2 * np.pi)
-    ring = rng.uniform(0.4, 0.6)
+    ring = rng.uniform(0.5, 0.7)
     hue0 = rng.random()
     parts = []
     for i in range(n):

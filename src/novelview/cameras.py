@@ -18,6 +18,7 @@ All functions take and return torch tensors with arbitrary leading batch dimensi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -390,6 +391,19 @@ def plucker(origins: Tensor, directions: Tensor) -> Tensor:
     return torch.cat([d, torch.linalg.cross(origins, d, dim=-1)], dim=-1)
 
 
+def visible_sphere_radius(distance: float, fov_deg: float) -> float:
+    """Radius of the largest sphere around the looked-at point that a camera ``distance`` away with horizontal
+    field of view ``fov_deg`` sees whole: where a captured object must lie."""
+    return distance * math.sin(math.radians(fov_deg) / 2)
+
+
+def scene_ray_bounds(distance_min: float, distance_max: float, fov_deg: float) -> tuple[float, float]:
+    """``(near, far)`` distances along camera rays that enclose the scene of cameras ``distance_min`` to
+    ``distance_max`` from the point they look at (the sphere :func:`visible_sphere_radius` gives)."""
+    bound = visible_sphere_radius(distance_min, fov_deg)
+    return max(distance_min - bound, 1e-3 * distance_min), distance_max + bound
+
+
 def world_to_camera(points: Tensor, pose: Tensor) -> Tensor:
     """World points ``[..., N, 3]`` in the frame of camera ``pose`` ``[..., 4, 4]`` (camera-to-world)."""
     w2c = invert_pose(pose)
@@ -624,6 +638,8 @@ __all__ = [
     "plucker",
     "pose_to_spherical",
     "project",
+    "scene_ray_bounds",
+    "visible_sphere_radius",
     "world_to_camera",
     "directions_to_camera",
     "camera_to_pixels",

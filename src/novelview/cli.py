@@ -144,6 +144,10 @@ def train(
         True, "--self-condition/--no-self-condition", help="Self-conditioning on the previous x0 estimate."
     ),
     cond_drop: float = typer.Option(0.1, "--cond-drop", help="Condition dropout for classifier-free guidance."),
+    render_weight: float = typer.Option(
+        0.0, "--render-weight", help="3D-aware models: weight of an L2 loss on the lifter's RGB render (0: none)."),
+    rays_per_image: int = typer.Option(
+        0, "--rays-per-image", help="pixelNeRF regression: score N random pixels per target (0: whole images)."),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
     checkpoint_every: int = typer.Option(1000, "--checkpoint-every"),
@@ -177,6 +181,7 @@ def train(
             learn_variance=learn_variance,
             self_condition=self_condition,
             cond_drop_prob=cond_drop,
+            render_weight=render_weight,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None
@@ -186,7 +191,7 @@ def train(
         weight_decay=weight_decay, warmup_steps=warmup, decay_steps=decay_steps, grad_clip=grad_clip,
         precision=precision,
         ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep, val_every=val_every, sample_every=sample_every,
+        keep_checkpoints=keep, val_every=val_every, sample_every=sample_every, rays_per_image=rays_per_image,
     )
     _check_out(out)
     result = run_training(cfg, resume=resume)

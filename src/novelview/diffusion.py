@@ -43,6 +43,9 @@ class DiffusionConfig:
     self_condition: bool = False
     # Probability of dropping the condition (view and pose together) for classifier-free guidance.
     cond_drop_prob: float = 0.1
+    # 3D-aware models: weight of an auxiliary L2 loss between the lifter's RGB render and the target view
+    # (area-downsampled to the render's size); 0 trains the lifter through the denoising loss alone (GeNVS).
+    render_weight: float = 0.0
     # Discrete grid used by the samplers (diffusers schedulers) and by the learned-variance KL term.
     num_train_timesteps: int = 1000
 
@@ -57,6 +60,8 @@ class DiffusionConfig:
             raise ValueError(f"cond_drop_prob must lie in [0, 1), got {self.cond_drop_prob}")
         if self.min_snr_gamma is not None and self.min_snr_gamma <= 0:
             raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
+        if not 0.0 <= self.render_weight < math.inf:
+            raise ValueError(f"render_weight must be a finite number >= 0, got {self.render_weight}")
         if self.num_train_timesteps < 2:
             raise ValueError(f"num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
 
@@ -287,7 +292,12 @@ def training_loss(
     extra = {}
     if cfg.self_condition:
         extra["x_self"] = _self_condition_estimate(model, z_t, logsnr, batch, draw, cfg)
-    out = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond, **extra)
+    render_loss = torch.zeros((), device=device)
+    if cfg.render_weight > 0:
+        out, render = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond, return_render=True, **extra)
+        render_loss = _render_loss(render, x0, draw.drop_cond)
+    else:
+        out = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond, **extra)
     pred = out[:, :channels].float()
     target = prediction_target(x0, noise, logsnr, cfg.prediction)
     per_sample = ((pred - target) ** 2).mean(dim=tuple(range(1, pred.ndim)))
@@ -298,7 +308,20 @@ def training_loss(
             raise ValueError("learn_variance needs a model with twice the image channels (set learn_variance on it)")
         x0_pred, _ = to_x0_eps(pred, z_t, logsnr, cfg.prediction)
         vb = variational_bound_term(x0, z_t, x0_pred, out[:, channels:].float(), draw.index, cfg).mean()
-    return {"loss": mse + cfg.vb_weight * vb, "mse": mse.detach(), "vb": vb.detach()}
+    loss = mse + cfg.vb_weight * vb + cfg.render_weight * render_loss
+    return {"loss": loss, "mse": mse.detach(), "vb": vb.detach(), "render": render_loss.detach()}
+
+
+def _render_loss(render: Tensor | None, x0: Tensor, dropped: Tensor) -> Tensor:
+    """Mean squared error of the lifter's RGB render against the target at the render's size, over the samples
+    whose condition was kept (a dropped condition renders nothing)."""
+    if render is None:
+        raise ValueError("render_weight is set but this model renders no feature image (build it with lift=true)")
+    kept = ~dropped.to(render.device)
+    if not kept.any():
+        return render.new_zeros(())
+    target = torch.nn.functional.adaptive_avg_pool2d(x0[kept].float(), render.shape[-2:])
+    return ((render[kept].float() - target) ** 2).mean()
 
 
 def _self_condition_estimate(
@@ -320,19 +343,26 @@ def _self_condition_estimate(
     return estimate.index_copy(0, chosen, x0.clamp(-1, 1).to(estimate.dtype))
 
 
-def regression_loss(model: Callable[..., Tensor], batch: dict[str, Tensor], kind: str = "l2") -> dict[str, Tensor]:
+def regression_loss(
+    model: Callable[..., Tensor], batch: dict[str, Tensor], kind: str = "l2", pixels: Tensor | None = None
+) -> dict[str, Tensor]:
     """Deterministic baseline objective: predict the target view directly from the condition.
 
     The network gets pure noise level (``logsnr_min``-like constant) and a zero ``z_t``, so the same backbone
-    serves as a regressor; ``evaluate`` treats such checkpoints as one-step predictors.
+    serves as a regressor; ``evaluate`` treats such checkpoints as one-step predictors. ``pixels`` (``[B, R]``
+    flat indices) scores only those pixels, for models that render rays independently (pixelNeRF).
     """
     x0 = batch["target_image"]
     b = x0.shape[0]
     logsnr = torch.full((b,), REGRESSION_LOGSNR, device=x0.device)
-    out = model(torch.zeros_like(x0), logsnr, **conditioning(batch), drop_cond=None)[:, : x0.shape[1]].float()
+    extra = {} if pixels is None else {"pixels": pixels}
+    out = model(torch.zeros_like(x0), logsnr, **conditioning(batch), drop_cond=None, **extra)[:, : x0.shape[1]].float()
+    if pixels is not None:
+        x0 = x0.flatten(2).gather(2, pixels[:, None].expand(-1, x0.shape[1], -1))
     err = (out - x0).abs() if kind == "l1" else (out - x0) ** 2
     loss = err.mean()
-    return {"loss": loss, "mse": ((out - x0) ** 2).mean().detach(), "vb": torch.zeros((), device=x0.device)}
+    zero = torch.zeros((), device=x0.device)
+    return {"loss": loss, "mse": ((out - x0) ** 2).mean().detach(), "vb": zero, "render": zero}
 
 
 # The noise level a regression model is always given: the bottom of the default schedule (pure noise).

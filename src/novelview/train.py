@@ -19,12 +19,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from novelview import cameras
 from novelview import checkpoint as ckpt
 from novelview.diffusion import DiffusionConfig, draw_noise, regression_loss, training_loss
 from novelview.errors import ConfigError, NovelviewError
@@ -72,6 +73,9 @@ class TrainConfig:
     sample_every: int = 1000
     sample_steps: int = 25
     max_nonfinite: int = 20
+    # pixelNeRF regression: score this many random pixels of each target per step instead of the whole image
+    # (0: whole images). Only rendered rays cost, so a step is that much cheaper.
+    rays_per_image: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -96,6 +100,8 @@ class TrainConfig:
             (self.val_every >= 0, "--val-every must be >= 0 (0: never)"),
             (self.sample_every >= 0, "--sample-every must be >= 0 (0: never)"),
             (self.max_nonfinite >= 1, "max_nonfinite must be at least 1"),
+            (0 <= self.rays_per_image <= self.image_size**2,
+             f"--rays-per-image must lie in [0, {self.image_size**2}] (0: whole images), got {self.rays_per_image}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -231,7 +237,7 @@ def _make_ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedM
 def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Path) -> None:
     """Refuse to continue a run with settings that change what is being trained (steps, logging may change)."""
     current = cfg.to_dict()
-    keys = ["model", "model_overrides", "image_size", "objective", "batch_size", "data", "seed"]
+    keys = ["model", "model_overrides", "image_size", "objective", "batch_size", "data", "seed", "rays_per_image"]
     # Only the settings of the run's own objective: a regression run ignores the diffusion settings (whose
     # defaults may have changed since it started), a diffusion run the regression loss.
     keys.append("regression_loss" if cfg.objective == "regression" else "diffusion")
@@ -243,31 +249,265 @@ def _check_resume_compatible(cfg: TrainConfig, saved: dict[str, Any], where: Pat
             )
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+"""``loss_fn(model, batch, step) -> {"loss", "mse", "vb", "render"}``: the objective of one training step."""
+
+
+def make_objective(cfg: TrainConfig, rank: int = 0, world: int = 1) -> LossFn:
+    """The configured objective of step ``step`` on this process's slice of the global batch.
+
+    Its randomness (noise, guidance dropout, the rays a pixelNeRF step scores) is drawn for the whole global batch
+    from a generator seeded by (seed, step) and sliced, so it does not depend on the process count or on resuming.
+    """
+    lo, hi = _rank_slice(cfg.batch_size, rank, world)
+    image_shape = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
+
+    def objective(model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> dict[str, torch.Tensor]:
+        if cfg.objective == "diffusion":
+            draw = draw_noise(image_shape, cfg.diffusion, _step_generator(cfg.seed, step))[lo:hi]
+            return training_loss(model, batch, cfg.diffusion, draw=draw)
+        pixels = None
+        if cfg.rays_per_image:
+            shape = (cfg.batch_size, cfg.rays_per_image)
+            pixels = torch.randint(0, cfg.image_size**2, shape, generator=_step_generator(cfg.seed, step, salt=2))
+            pixels = pixels[lo:hi].to(batch["target_image"].device)
+        return regression_loss(model, batch, kind=cfg.regression_loss, pixels=pixels)
+
+    return objective
+
+
+def train(cfg: TrainConfig, resume: bool = False, loss_fn: LossFn | None = None) -> TrainResult:
     """Run (or resume) training as described by ``cfg``. Returns where the results are.
 
-    A new run that fails before its first training step (say, on a corrupt image in its first batch) removes
-    the run directory it created, so nothing is left that looks like a run; once a step has run, the folder and
-    its log stay whatever happens (they are what diagnoses a failure), and a resumed run is never touched.
+    ``loss_fn`` replaces the configured objective (:func:`make_objective`), e.g. to wrap it. A new run that fails
+    before its first training step (say, on a corrupt image in its first batch) removes the run directory it
+    created, so nothing is left that looks like a run; once a step has run, the folder and its log stay whatever
+    happens (they are what diagnoses a failure), and a resumed run is never touched.
     """
     run_dir = Path(cfg.out)
     created = not run_dir.exists()
-    progress = {"stepped": False}
+    run: _Run | None = None
     try:
-        return _train(cfg, resume, progress)
+        run = _Run(cfg, resume)
+        return run.loop(loss_fn or make_objective(cfg, run.rank, run.world))
     except BaseException:
-        if created and not resume and not progress["stepped"] and os.environ.get("RANK", "0") == "0":
+        stepped = run is not None and run.steps_taken > 0
+        if created and not resume and not stepped and os.environ.get("RANK", "0") == "0":
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainResult:
-    from accelerate import Accelerator
+def _model_overrides(cfg: TrainConfig, stats: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, Any]:
+    """The model options a run adds to ``cfg.model_overrides``: heads the objective needs, and the scale and ray
+    bounds of the training data's cameras (or of the run being resumed: what its weights learned)."""
+    overrides = dict(cfg.model_overrides)
+    if cfg.objective == "diffusion":
+        overrides.update({k: True for k in ("learn_variance", "self_condition") if getattr(cfg.diffusion, k)})
+    radius = stats.get("radius")
+    if "pose_scale" not in overrides and saved is not None and saved.get("pose_scale") is not None:
+        overrides["pose_scale"] = float(saved["pose_scale"])
+    elif "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
+        # Ray origins in units of the dataset's camera distance: the same model fits SRN, Blender or our data.
+        overrides["pose_scale"] = float(radius)
+    if not ({"near", "far"} & set(overrides)):
+        if saved is not None and saved.get("far"):
+            overrides.update(near=float(saved["near"]), far=float(saved["far"]))
+        elif stats.get("radius_min") and stats.get("fov_deg"):
+            overrides.update(zip(("near", "far"), cameras.scene_ray_bounds(
+                stats["radius_min"], stats["radius_max"], stats["fov_deg"])))
+    return overrides
 
-    from novelview.data.views import MultiViewDataset
-    from novelview.models.presets import build_model
 
-    run_dir = Path(cfg.out)
+class _Run:
+    """One training run: data, model, optimiser and bookkeeping, set up before anything is written."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool) -> None:
+        from accelerate import Accelerator
+
+        from novelview.data.views import MultiViewDataset
+        from novelview.models.presets import build_model
+
+        self.cfg, self.run_dir = cfg, Path(cfg.out)
+        self.start_step = self.steps_taken = 0
+        existing = _existing_checkpoints(self.run_dir, resume)
+        # Everything that can fail on user input happens before anything is written.
+        self.dataset = MultiViewDataset(cfg.data, size=cfg.image_size, split="train", seed=cfg.seed)
+        self.val_dataset = _maybe_split(cfg, "val")
+        saved = ckpt.read_config(existing[-1]) if resume else None
+        overrides = _model_overrides(cfg, self.dataset.camera_stats(), saved.model if saved else None)
+        torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
+        model = build_model(cfg.model, cfg.image_size, **overrides)
+        _check_model_fits_objective(model, cfg)
+        state = self._load(existing[-1], model, saved) if resume else None
+        # accelerate only forms a gloo process group on CPU when told cpu=True.
+        self.accelerator = Accelerator(
+            mixed_precision="bf16" if cfg.precision == "bf16" else "no", cpu=not torch.cuda.is_available()
+        )
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        _check_process_group(self.world, cfg.batch_size)
+        self.ema = _make_ema(model, cfg.ema_decay)
+        self.optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
+        # Not handed to accelerate: it would step the scheduler once per process.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(step, cfg))
+        self.nonfinite_total = 0
+        if state is not None:
+            self._restore(state)
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.ema.to(self.accelerator.device)  # AveragedModel deep-copied the model while it was still on the CPU
+        self.checkpoint_config = ckpt.CheckpointConfig(
+            model=self.network.config.to_dict(), diffusion=cfg.diffusion, objective=cfg.objective,
+            data=self.dataset.camera_stats(), training=cfg.to_dict(),
+        )
+        self.logger = _RunLogger(self.run_dir, enabled=self.accelerator.is_main_process, append=resume)
+        if self.accelerator.is_main_process:
+            self.logger.write_config(cfg)
+
+    @property
+    def network(self) -> nn.Module:
+        """The trained model without its DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def _load(self, latest: Path, model: nn.Module, saved: ckpt.CheckpointConfig) -> dict[str, Any]:
+        _check_resume_compatible(self.cfg, saved.training, latest)
+        state = ckpt.load_training_state(latest)
+        model.load_state_dict(ckpt.load_weights(latest, ckpt.MODEL_FILE))
+        self.start_step = int(state["step"])
+        if self.start_step >= self.cfg.steps:
+            raise ConfigError(f"--resume: {latest} is already at step {self.start_step}; pass --steps above it to "
+                              "train further")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        load_optimizer_state(self.optimizer, state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+
+    def _loader(self, start: int) -> DataLoader:
+        return DataLoader(
+            _SampleStream(self.dataset, self.cfg.seed),
+            batch_sampler=_RankBatches(start, self.cfg.steps, self.cfg.batch_size, self.rank, self.world),
+            num_workers=self.cfg.num_workers,
+            persistent_workers=False,
+            # Its own generator: otherwise creating the iterator draws from the global RNG, and a resumed run's
+            # dropout masks would be one draw off from an uninterrupted run's.
+            generator=torch.Generator().manual_seed(self.cfg.seed),
+        )
+
+    def loop(self, loss_fn: LossFn) -> TrainResult:
+        """Train from the start (or resumed) step to ``cfg.steps``: one update, its log line, validation, sample
+        grid and checkpoint as due."""
+        from tqdm.auto import tqdm
+
+        cfg, start = self.cfg, self.start_step
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.accelerator.is_main_process))
+        self.model.train()
+        self.nonfinite_run, self.last_loss = 0, float("nan")
+        self.tick = (time.perf_counter(), start)
+        for step, batch in enumerate(self._loader(start), start=start):
+            batch = {k: v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with self.accelerator.autocast():
+                losses = loss_fn(self.model, batch, step)
+            applied = self._update(losses["loss"], step, bar)
+            self.steps_taken += 1
+            bar.update(1)
+            self._after_step(step + 1, losses, applied, bar)
+        bar.close()
+        return self._finish()
+
+    def _update(self, loss: torch.Tensor, step: int, bar: Any) -> bool:
+        """Backward pass, clipping, optimiser and EMA step; or, if the loss is not finite on any process, a
+        skipped step (too many in a row stop the run). Returns whether the update was applied."""
+        # Every process must agree to skip, or DDP would wait forever for the skipping one's gradients.
+        finite = self.accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
+        if finite.item() < self.world:
+            self.nonfinite_run += 1
+            self.nonfinite_total += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.nonfinite_run >= self.cfg.max_nonfinite:
+                bar.close()
+                raise NovelviewError(
+                    f"training stopped at step {step}: the loss was NaN/inf {self.nonfinite_run} steps in a row "
+                    f"({self.nonfinite_total} skipped in all); lower --lr, use fp32, or check the data. "
+                    f"The last good checkpoint is under {self.run_dir / 'checkpoints'}"
+                )
+            self.scheduler.step()
+            return False
+        self.nonfinite_run = 0
+        self.accelerator.backward(loss)
+        self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update_parameters(self.network)
+        self.last_loss = self.accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
+        return True
+
+    def _after_step(self, done: int, losses: dict[str, torch.Tensor], applied: bool, bar: Any) -> None:
+        cfg = self.cfg
+
+        def due(every: int) -> bool:
+            return bool(every) and (done % every == 0 or done == cfg.steps)
+
+        if applied and due(cfg.log_every):
+            self._log(done, losses, bar)
+        if applied and self.val_dataset is not None and due(cfg.val_every):
+            val = _validation_loss(self.ema.module, self.val_dataset, cfg, self.accelerator)
+            if val is not None:
+                self.logger.log({"step": done, "val_loss": val})
+        if applied and self.accelerator.is_main_process and due(cfg.sample_every):
+            grid = self.run_dir / "samples" / f"step_{done:07d}.png"
+            _write_sample_grid(self.ema.module, self.val_dataset or self.dataset, cfg, grid)
+        if due(cfg.checkpoint_every):
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                self._save(done)
+            self.accelerator.wait_for_everyone()
+
+    def _log(self, done: int, losses: dict[str, torch.Tensor], bar: Any) -> None:
+        now = time.perf_counter()
+        img_per_s = (done - self.tick[1]) * self.cfg.batch_size / max(now - self.tick[0], 1e-9)
+        self.tick = (now, done)
+        bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{img_per_s:.0f}")
+        record = {"step": done, "loss": self.last_loss}
+        record.update({k: losses[k].item() for k in ("mse", "vb", "render") if k in losses})
+        record.update(grad_norm=float(self.grad_norm), lr=self.scheduler.get_last_lr()[0], img_per_s=img_per_s,
+                      nonfinite_total=self.nonfinite_total)
+        self.logger.log(record)
+
+    def _save(self, step: int) -> Path:
+        path = self.run_dir / "checkpoints" / f"step_{step:07d}"
+        training_state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "nonfinite_total": self.nonfinite_total,
+        }
+        self.checkpoint_config.training = {**self.cfg.to_dict(), "step": step}
+        ckpt.save_checkpoint(path, self.network, self.checkpoint_config, ema=self.ema.module,
+                             training_state=training_state)
+        for old in ckpt.list_checkpoints(self.run_dir)[: -self.cfg.keep_checkpoints]:
+            ckpt.remove_checkpoint(old)
+        return path
+
+    def _finish(self) -> TrainResult:
+        if self.accelerator.is_main_process:
+            self.logger.plot()
+        self.accelerator.wait_for_everyone()
+        latest = ckpt.list_checkpoints(self.run_dir)
+        self.logger.close()
+        return TrainResult(self.run_dir, latest[-1] if latest else None, self.cfg.steps, self.last_loss,
+                           self.nonfinite_total, self.logger.file, self.network)
+
+
+def _existing_checkpoints(run_dir: Path, resume: bool) -> list[Path]:
     existing = ckpt.list_checkpoints(run_dir)
     if existing and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue or choose another --out")
@@ -275,201 +515,28 @@ def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainRe
         raise ConfigError(f"--resume: no checkpoint found under {run_dir / 'checkpoints'}")
     if os.environ.get("RANK", "0") == "0":
         ckpt.remove_partial_checkpoints(run_dir)
+    return existing
 
-    # Everything that can fail on user input happens before anything is written.
-    dataset = MultiViewDataset(cfg.data, size=cfg.image_size, split="train", seed=cfg.seed)
-    val_dataset = _maybe_split(cfg, "val")
-    overrides = dict(cfg.model_overrides)
-    if cfg.diffusion.learn_variance and cfg.objective == "diffusion":
-        overrides["learn_variance"] = True
-    if cfg.diffusion.self_condition and cfg.objective == "diffusion":
-        overrides["self_condition"] = True
-    radius = dataset.camera_stats().get("radius")
-    saved_cfg = ckpt.read_config(existing[-1]) if resume else None
-    saved_scale = saved_cfg.model.get("pose_scale") if saved_cfg is not None else None
-    if "pose_scale" not in overrides and saved_scale is not None:
-        overrides["pose_scale"] = float(saved_scale)  # what the weights learned, even if the statistics changed
-    elif "pose_scale" not in overrides and radius and math.isfinite(radius) and radius > 0:
-        # Ray origins in units of the dataset's camera distance: the same model fits SRN, Blender or our data.
-        overrides["pose_scale"] = float(radius)
-    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
-    model = build_model(cfg.model, cfg.image_size, **overrides)
-    start_step = 0
-    state: dict[str, Any] | None = None
-    if resume:
-        latest = existing[-1]
-        _check_resume_compatible(cfg, saved_cfg.training, latest)
-        state = ckpt.load_training_state(latest)
-        model.load_state_dict(ckpt.load_weights(latest, ckpt.MODEL_FILE))
-        start_step = int(state["step"])
-        if start_step >= cfg.steps:
-            raise ConfigError(f"--resume: {latest} is already at step {start_step}; pass --steps above it to "
-                              "train further")
 
-    # accelerate only forms a gloo process group on CPU when told cpu=True.
-    accelerator = Accelerator(
-        mixed_precision="bf16" if cfg.precision == "bf16" else "no", cpu=not torch.cuda.is_available()
-    )
+def _check_model_fits_objective(model: nn.Module, cfg: TrainConfig) -> None:
+    renders_rays = model.config.family == "pixelnerf"
+    if renders_rays and cfg.objective != "regression":
+        raise ConfigError(f"--model {cfg.model} renders the target directly; train it with --objective regression")
+    if cfg.rays_per_image and not renders_rays:
+        raise ConfigError("--rays-per-image needs a model that renders rays independently (a pixelnerf preset)")
+    if cfg.diffusion.render_weight and cfg.objective == "diffusion" and not model.config.lift:
+        raise ConfigError("--render-weight needs a 3D-aware model (a -3d preset, or --override lift=true)")
+
+
+def _check_process_group(world: int, batch_size: int) -> None:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:
+    if launched != world:
         # Independent models trained on identical batches was the 3DiM seed's "distributed" training: refuse.
         raise RuntimeError(
-            f"launched as {launched} processes but the process group has {accelerator.num_processes}; "
-            "gradients would not be averaged"
+            f"launched as {launched} processes but the process group has {world}; gradients would not be averaged"
         )
-    ema = _make_ema(model, cfg.ema_decay)
-    optimizer = make_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
-    # Not handed to accelerate: it would step the scheduler once per process.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg))
-    nonfinite_total = 0
-    if state is not None:
-        load_optimizer_state(optimizer, state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        nonfinite_total = int(state.get("nonfinite_total", 0))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    ema.to(accelerator.device)  # AveragedModel deep-copied the model while it was still on the CPU
-
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.batch_size % world:
-        raise ConfigError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world})")
-    lo, hi = _rank_slice(cfg.batch_size, rank, world)
-    loader = DataLoader(
-        _SampleStream(dataset, cfg.seed),
-        batch_sampler=_RankBatches(start_step, cfg.steps, cfg.batch_size, rank, world),
-        num_workers=cfg.num_workers,
-        persistent_workers=False,
-        # Its own generator: otherwise creating the iterator draws from the global RNG, and a resumed run's
-        # dropout masks would be one draw off from an uninterrupted run's.
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    image_shape = (cfg.batch_size, 3, cfg.image_size, cfg.image_size)
-
-    checkpoint_config = ckpt.CheckpointConfig(
-        model=accelerator.unwrap_model(model).config.to_dict(),
-        diffusion=cfg.diffusion,
-        objective=cfg.objective,
-        data=dataset.camera_stats(),
-        training=cfg.to_dict(),
-    )
-    logger = _RunLogger(run_dir, enabled=accelerator.is_main_process, append=resume)
-    if accelerator.is_main_process:
-        logger.write_config(cfg)
-
-    def save(step: int) -> Path:
-        path = run_dir / "checkpoints" / f"step_{step:07d}"
-        training_state = {
-            "step": step,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "nonfinite_total": nonfinite_total,
-        }
-        checkpoint_config.training = {**cfg.to_dict(), "step": step}
-        ckpt.save_checkpoint(
-            path, accelerator.unwrap_model(model), checkpoint_config, ema=ema.module, training_state=training_state
-        )
-        for old in ckpt.list_checkpoints(run_dir)[: -cfg.keep_checkpoints]:
-            ckpt.remove_checkpoint(old)
-        return path
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        desc="train",
-        unit="step",
-        disable=not (cfg.progress and accelerator.is_main_process),
-        dynamic_ncols=True,
-    )
-    model.train()
-    nonfinite_run = 0
-    last_loss = float("nan")
-    tick, tick_step = time.perf_counter(), start_step
-    final_path = None
-    step = start_step
-    for step, batch in enumerate(loader, start=start_step):
-        batch = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with accelerator.autocast():
-            if cfg.objective == "regression":
-                losses = regression_loss(model, batch, kind=cfg.regression_loss)
-            else:
-                draw = draw_noise(image_shape, cfg.diffusion, _step_generator(cfg.seed, step))[lo:hi]
-                losses = training_loss(model, batch, cfg.diffusion, draw=draw)
-        loss = losses["loss"]
-        # Every process must agree to skip, or DDP would wait forever for the skipping one's gradients.
-        finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), reduction="sum")
-        done = step + 1
-        progress["stepped"] = True
-        skipped = finite.item() < world
-        if skipped:
-            nonfinite_run += 1
-            nonfinite_total += 1
-            optimizer.zero_grad(set_to_none=True)
-            if nonfinite_run >= cfg.max_nonfinite:
-                bar.close()
-                raise NovelviewError(
-                    f"training stopped at step {step}: the loss was NaN/inf {nonfinite_run} steps in a row "
-                    f"({nonfinite_total} skipped in all); lower --lr, use fp32, or check the data. "
-                    f"The last good checkpoint is under {run_dir / 'checkpoints'}"
-                )
-            scheduler.step()
-        else:
-            nonfinite_run = 0
-            accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update_parameters(accelerator.unwrap_model(model))
-            last_loss = accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
-        bar.update(1)
-
-        if not skipped and (done % cfg.log_every == 0 or done == cfg.steps):
-            now = time.perf_counter()
-            img_per_s = (done - tick_step) * cfg.batch_size / max(now - tick, 1e-9)
-            tick, tick_step = now, done
-            bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{img_per_s:.0f}")
-            logger.log(
-                {
-                    "step": done,
-                    "loss": last_loss,
-                    "mse": losses["mse"].item(),
-                    "vb": losses["vb"].item(),
-                    "grad_norm": float(grad_norm),
-                    "lr": scheduler.get_last_lr()[0],
-                    "img_per_s": img_per_s,
-                    "nonfinite_total": nonfinite_total,
-                }
-            )
-        val_due = cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps)
-        if not skipped and val_dataset is not None and val_due:
-            val = _validation_loss(ema.module, val_dataset, cfg, accelerator)
-            if val is not None:
-                logger.log({"step": done, "val_loss": val})
-        sample_due = cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps)
-        if not skipped and accelerator.is_main_process and sample_due:
-            _write_sample_grid(ema.module, val_dataset or dataset, cfg, run_dir / "samples" / f"step_{done:07d}.png")
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                final_path = save(done)
-            accelerator.wait_for_everyone()
-    bar.close()
-    if accelerator.is_main_process:
-        logger.plot()
-    accelerator.wait_for_everyone()
-    latest = ckpt.list_checkpoints(run_dir)
-    final_path = latest[-1] if latest else final_path
-    logger.close()
-    trained = accelerator.unwrap_model(model)
-    return TrainResult(run_dir, final_path, cfg.steps, last_loss, nonfinite_total, logger.file, trained)
+    if batch_size % world:
+        raise ConfigError(f"--batch-size {batch_size} must be divisible by the number of processes ({world})")
 
 
 def _maybe_split(cfg: TrainConfig, split: str) -> Any:

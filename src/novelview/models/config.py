@@ -12,8 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from novelview import cameras
 from novelview.errors import ConfigError
 
+#: Field of view assumed for the ray bounds of a model configured without them (our generated data's).
+DEFAULT_FOV_DEG = 40.0
 #: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 POSE_MODES = ("rays", "plucker")
@@ -58,8 +61,8 @@ class BackboneConfig:
     lift_samples: int = 16  # points per target ray between near and far
     lift_resolution: int = 0  # side of the rendered feature image; 0 = half the image size (then upsampled)
     lift_freqs: int = 6  # Fourier octaves of the point positions
-    # Distances along the target's rays (world units) between which the scene lies; 0, 0 = derived from
-    # pose_scale: the camera distance -/+ the bounding radius that a 40 degree view contains.
+    # Distances along the target's rays (world units) between which the scene lies; training sets them from its
+    # cameras (cameras.scene_ray_bounds); 0, 0 = those of cameras pose_scale away with a 40 degree view.
     near: float = 0.0
     far: float = 0.0
 
@@ -85,8 +88,7 @@ class BackboneConfig:
         """``(near, far)`` along the target rays, in world units."""
         if self.far > 0:
             return self.near, self.far
-        bound = self.pose_scale * 0.342  # sin(20 deg): the sphere a 40 degree view at distance pose_scale holds
-        return self.pose_scale - bound, self.pose_scale + bound
+        return cameras.scene_ray_bounds(self.pose_scale, self.pose_scale, DEFAULT_FOV_DEG)
 
     def __post_init__(self) -> None:
         self._check_types()

@@ -24,7 +24,7 @@ on random subsets of rays (``pixels``), as pixelNeRF does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +106,8 @@ class FeatureLifter(nn.Module):
     like images.
     """
 
+    RGB = slice(-4, -1)  # where the rendered colour sits among the output channels
+
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
@@ -127,52 +129,70 @@ class FeatureLifter(nn.Module):
         """The feature image ``[B, C, *out_hw]``; with ``pixels`` (``[B, R]`` flat indices into ``out_hw``) only
         those rays: ``[B, C, R]``. ``target_K`` is given at ``image_hw``."""
         c = self.config
-        origins, dirs = self._target_rays(target_pose, target_K, image_hw, out_hw, pixels)  # [B, R, 3] world
-        near, far = c.ray_bounds()
-        step = (far - near) / c.lift_samples
-        t = near + step * (torch.arange(c.lift_samples, dtype=dirs.dtype, device=dirs.device) + 0.5)
-        points = origins[:, :, None] + dirs[:, :, None] * t[:, None]  # [B, R, S, 3]
-        hidden = self._pooled_point_features(views, points, dirs)  # [B, R, S, width]
+        samples = ray_samples(target_pose, target_K, image_hw, out_hw, c.ray_bounds(), c.lift_samples, pixels)
+        feature_maps = self.encoder(views.images.flatten(0, 1)).unflatten(0, (len(views.images), views.count))
+        hidden = self._pooled_point_features(views, feature_maps, samples)  # [B, R, S, width]
         out = self.head(self.mlp(hidden))
         density = F.softplus(out[..., 0] + _DENSITY_OFFSET) / c.pose_scale
         values = torch.cat([out[..., 1 : 1 + c.lift_channels], torch.sigmoid(out[..., 1 + c.lift_channels :])], -1)
-        summed, opacity = composite(density, values, step)
+        summed, opacity = composite(density, values, samples.step)
         features, rgb = summed[..., : c.lift_channels], summed[..., c.lift_channels :]
         rgb = rgb + (1.0 - opacity[..., None])  # white background
         image = torch.cat([features, rgb * 2 - 1, opacity[..., None] * 2 - 1], -1).transpose(1, 2)  # [B, C, R]
         return image if pixels is not None else image.unflatten(2, out_hw)
 
-    def _target_rays(
-        self, pose: Tensor, k: Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int], pixels: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        k = cameras.resize_intrinsics(k.double(), image_hw, out_hw)
-        origins, dirs = cameras.pixel_rays(pose.double(), k, *out_hw)
-        origins, dirs = origins.flatten(1, 2).float(), dirs.flatten(1, 2).float()
-        if pixels is not None:
-            index = pixels[..., None].expand(-1, -1, 3)
-            origins, dirs = origins.gather(1, index), dirs.gather(1, index)
-        return origins, dirs
-
-    def _pooled_point_features(self, views: ConditionViews, points: Tensor, dirs: Tensor) -> Tensor:
+    def _pooled_point_features(self, views: ConditionViews, feature_maps: Tensor, samples: RaySamples) -> Tensor:
         """First MLP layer of every point, from every view, mean-pooled over the views: ``[B, R, S, width]``."""
-        b, r, s, _ = points.shape
-        k_views = views.count
-        height, width = views.images.shape[-2:]
-        feature_maps = self.encoder(views.images.flatten(0, 1))  # [B*K, width, H, W]
+        b, r, s, _ = samples.points.shape
+        points = samples.points.flatten(1, 2)
+        sampled = sample_view_features(feature_maps, views, points)  # [B, K, R*S, width]
         poses = views.poses.float()
-        flat = points.reshape(b, 1, r * s, 3).expand(b, k_views, r * s, 3)
-        local = cameras.world_to_camera(flat, poses)  # [B, K, R*S, 3]
-        uv, depth = cameras.camera_to_pixels(local, views.Ks.float())
-        size = torch.tensor([width, height], dtype=uv.dtype, device=uv.device)
-        grid = uv / size * 2 - 1  # pixel centres at +0.5 <-> align_corners=False
-        grid = torch.where((depth > 1e-6)[..., None], grid, torch.full_like(grid, -2.0))  # behind: zero features
-        sampled = F.grid_sample(feature_maps, grid.flatten(0, 1)[:, :, None], align_corners=False)
-        sampled = sampled[..., 0].unflatten(0, (b, k_views)).transpose(2, 3)  # [B, K, R*S, width]
-        scale = self.config.pose_scale
-        position = self.point_embed(fourier_features(local / scale, self.config.lift_freqs))
-        direction = self.dir_embed(fourier_features(cameras.directions_to_camera(dirs[:, None], poses), self.config.dir_freqs))
+        local = cameras.world_to_camera(points[:, None], poses)  # [B, K, R*S, 3]
+        position = self.point_embed(fourier_features(local / self.config.pose_scale, self.config.lift_freqs))
+        dirs = cameras.directions_to_camera(samples.directions[:, None], poses)
+        direction = self.dir_embed(fourier_features(dirs, self.config.dir_freqs))  # [B, K, R, width]
         per_view = sampled + position + direction.repeat_interleave(s, dim=2)
         return per_view.mean(dim=1).view(b, r, s, -1)
+
+
+class RaySamples(NamedTuple):
+    """Points along target rays: ``points [B, R, S, 3]`` (world), unit ``directions [B, R, 3]``, spacing ``step``."""
+
+    points: Tensor
+    directions: Tensor
+    step: float
+
+
+def ray_samples(
+    pose: Tensor, k: Tensor, image_hw: tuple[int, int], out_hw: tuple[int, int], bounds: tuple[float, float],
+    samples: int, pixels: Tensor | None = None,
+) -> RaySamples:
+    """``samples`` evenly spaced points (bin centres) between ``bounds`` along the rays through the pixel centres of
+    an ``out_hw`` image of camera ``pose`` (``k`` at ``image_hw``); with ``pixels`` (``[B, R]``) those rays only.
+    Distances are Euclidean: the directions are unit vectors."""
+    k = cameras.resize_intrinsics(k.double(), image_hw, out_hw)
+    origins, dirs = cameras.pixel_rays(pose.double(), k, *out_hw)
+    origins, dirs = origins.flatten(-3, -2).float(), dirs.flatten(-3, -2).float()
+    if pixels is not None:
+        index = pixels[..., None].expand(-1, -1, 3)
+        origins, dirs = origins.gather(1, index), dirs.gather(1, index)
+    near, far = bounds
+    step = (far - near) / samples
+    t = near + step * (torch.arange(samples, dtype=dirs.dtype, device=dirs.device) + 0.5)
+    return RaySamples(origins[:, :, None] + dirs[:, :, None] * t[:, None], dirs, step)
+
+
+def sample_view_features(feature_maps: Tensor, views: ConditionViews, points: Tensor) -> Tensor:
+    """Bilinear samples ``[B, K, N, C]`` of every view's ``feature_maps [B, K, C, H, W]`` (pixel-aligned with its
+    image) where world ``points [B, N, 3]`` project; zeros for points outside the image or behind the camera."""
+    b, k_views = feature_maps.shape[:2]
+    height, width = views.images.shape[-2:]
+    uv, depth = cameras.project(points[:, None], views.poses.float(), views.Ks.float())  # [B, K, N, 2]
+    size = torch.tensor([width, height], dtype=uv.dtype, device=uv.device)
+    grid = uv / size * 2 - 1  # pixel centres at +0.5 <-> align_corners=False
+    grid = torch.where((depth > 1e-6)[..., None], grid, torch.full_like(grid, -2.0))
+    sampled = F.grid_sample(feature_maps.flatten(0, 1), grid.flatten(0, 1)[:, :, None], align_corners=False)
+    return sampled[..., 0].unflatten(0, (b, k_views)).transpose(2, 3)
 
 
 @dataclass
@@ -223,7 +243,17 @@ class PixelNeRF(nn.Module):
         views = ConditionViews.of(cond_image, cond_pose, cond_K)
         hw = tuple(z_t.shape[-2:])
         image = self.lifter(views, target_pose, target_K, hw, hw, pixels)
-        return image[:, self.config.lift_channels : self.config.lift_channels + 3]
+        return image[:, FeatureLifter.RGB]
 
 
-__all__ = ["ConditionViews", "FeatureLifter", "ImageEncoder", "PixelNeRF", "PixelNeRFConfig", "composite"]
+__all__ = [
+    "ConditionViews",
+    "FeatureLifter",
+    "ImageEncoder",
+    "PixelNeRF",
+    "PixelNeRFConfig",
+    "RaySamples",
+    "composite",
+    "ray_samples",
+    "sample_view_features",
+]

@@ -108,8 +108,8 @@ class ConditionedModel(nn.Module):
         x_self: Tensor | None = None,
         return_render: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor | None]:
-        """The prediction ``[B, out_channels, H, W]``; with ``return_render`` also the lifter's feature image at
-        its own resolution (None without lifting), for an auxiliary loss on its RGB channels."""
+        """The prediction ``[B, out_channels, H, W]``; with ``return_render`` also the RGB channels of the lifter's
+        render ``[B, 3, render_size, render_size]`` in [-1, 1] (None without lifting), for an auxiliary loss."""
         check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, self.backbone.size_multiple)
         b, _, height, width = z_t.shape
         views = ConditionViews.of(cond_image, cond_pose, cond_K)
@@ -130,7 +130,9 @@ class ConditionedModel(nn.Module):
         sizes = self.backbone.pose_sizes(height, width)
         rays = self.pose_embed(views.poses[:, 0], target_pose, views.Ks[:, 0], target_K, (height, width), sizes, drop)
         out = self.backbone(torch.cat(parts, dim=1), first, logsnr, rays)
-        return (out, render) if return_render else out
+        if not return_render:
+            return out
+        return out, None if render is None else render[:, FeatureLifter.RGB]
 
     def render(
         self, views: ConditionViews, target_pose: Tensor, target_K: Tensor, image_hw: tuple[int, int],
