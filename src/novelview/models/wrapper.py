@@ -142,7 +142,9 @@ class ConditionedModel(nn.Module):
 
         Reused between the calls of one sampling run: it depends on the condition views and cameras only.
         """
-        key = (views.images, views.poses, views.Ks, target_pose, target_K, drop, tuple(image_hw))
+        # The weights' in-place version counters join the key: an optimiser or EMA step must not be served stale.
+        weights = tuple(p._version for p in self.lifter.parameters())
+        key = (views.images, views.poses, views.Ks, target_pose, target_K, drop, tuple(image_hw), weights)
         return self._render_cache.get_or_compute(key, lambda: self._render(views, target_pose, target_K, image_hw, drop))
 
     def _render(
