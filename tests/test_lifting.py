@@ -196,3 +196,48 @@ def test_ray_bounds_enclose_the_scene_the_cameras_see():
     config = build_model("dit-tiny-3d", 32, pose_scale=2.5).config
     assert config.ray_bounds() == pytest.approx((near, far))
     assert build_model("dit-tiny-3d", 32, near=1.0, far=4.0).config.ray_bounds() == (1.0, 4.0)
+
+
+@pytest.mark.slow
+def test_end_to_end_3d_model_and_pixelnerf_baseline(tmp_path):
+    """Generate data, train a 3D-aware DiT (with the auxiliary render loss) and a pixelNeRF regressor from the CLI,
+    reload both, sample views through the Python API, and evaluate one against the other."""
+    import json
+    import subprocess
+    import sys
+
+    from novelview import Pipeline
+    from novelview.data.synthetic import SynthConfig, generate
+
+    data = generate(tmp_path / "synth", SynthConfig(objects=6, views=6, size=16, seed=0), progress=False)
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+
+    def cli(*args: str) -> None:
+        proc = subprocess.run([sys.executable, "-m", "novelview.cli", *args], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    common = ["--data", str(data), "--size", "16", "--steps", "3", "--batch-size", "4", "--checkpoint-every", "3",
+              "--val-every", "0", "--sample-every", "3"]
+    cli("train", "--model", "dit-tiny-3d", "--render-weight", "1", "--out", str(tmp_path / "d3"), *common)
+    cli("train", "--model", "pixelnerf-tiny", "--objective", "regression", "--rays-per-image", "32",
+        "--out", str(tmp_path / "pn"), *common)
+    log = [json.loads(line) for line in (tmp_path / "d3" / "log.jsonl").read_text().splitlines()]
+    assert all(record["render"] > 0 for record in log if "render" in record)
+    assert (tmp_path / "d3" / "samples" / "step_0000003.png").is_file()
+    config = json.loads(next((tmp_path / "d3" / "checkpoints").glob("step_*/config.json")).read_text())
+    near, far = config["model"]["near"], config["model"]["far"]
+    assert near == pytest.approx(2.5 - 2.5 * np.sin(np.radians(20.0)), abs=1e-3) and far > 2.5  # from the cameras
+
+    pipe = Pipeline.from_checkpoint(tmp_path / "d3")
+    image = data / "obj_00000" / "rgb" / "000000.png"
+    views = pipe.synthesize(image, azimuth=[90, 180], elevation=0, steps=2, seed=0)
+    assert len(views) == 2 and views[0].size == (16, 16)
+    regressed = Pipeline.from_checkpoint(tmp_path / "pn").synthesize(image, azimuth=90, elevation=0)
+    assert regressed[0].size == (16, 16)
+
+    cli("eval", "--checkpoint", str(tmp_path / "d3"), "--data", str(data), "--split", "all", "--objects", "2",
+        "--targets-per-object", "2", "--steps", "2", "--consistency-objects", "0",
+        "--baseline-checkpoint", str(tmp_path / "pn"), "--out", str(tmp_path / "report"))
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert any("step_0000003" in method for method in json.dumps(report["methods"]).split('"'))

@@ -105,10 +105,11 @@ def models_list(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'preset':<13} {'family':<6} {'size':>5} {'params':>9} {'GFLOPs/fwd':>11}  description")
+    name_width = max(len(r["preset"]) for r in rows)
+    typer.echo(f"{'preset':<{name_width}} {'family':<9} {'size':>5} {'params':>9} {'GFLOPs/fwd':>11}  description")
     for r in rows:
         typer.echo(
-            f"{r['preset']:<13} {r['family']:<6} {r['image_size']:>5} {r['params'] / 1e6:>8.2f}M "
+            f"{r['preset']:<{name_width}} {r['family']:<9} {r['image_size']:>5} {r['params'] / 1e6:>8.2f}M "
             f"{r['gflops']:>11.2f}  {r['description']}"
         )
 
