@@ -37,6 +37,12 @@ from novelview.models.layers import sinusoidal_embedding
 #: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 POSE_MODES = ("rays", "plucker")
+# Upper bounds of model configs (config.json and --override are user input): far above every preset, and low
+# enough that a typo such as depth=100000000 is refused at once instead of allocating for minutes.
+MAX_IMAGE_SIZE = 1024
+MAX_FREQS = 32
+MAX_WIDTH = 4096  # channels of any layer
+MAX_DEPTH = 64  # blocks of one stack or level
 
 
 def _is_int(value: Any) -> bool:
@@ -92,12 +98,12 @@ class BackboneConfig:
                 raise ConfigError(f"model option {f.name}={value!r}: expected {f.type}")
 
     def validate(self) -> None:
-        if self.image_size < 8:
-            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+        if not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must lie in [8, {MAX_IMAGE_SIZE}], got {self.image_size}")
+        if not (0 <= self.pos_freqs <= MAX_FREQS and 0 <= self.dir_freqs <= MAX_FREQS):
+            raise ConfigError(f"pos_freqs and dir_freqs must lie in [0, {MAX_FREQS}]")
         if self.pose_mode not in POSE_MODES:
             raise ConfigError(f"pose_mode must be one of {', '.join(POSE_MODES)}, got {self.pose_mode!r}")
-        if self.pos_freqs < 0 or self.dir_freqs < 0:
-            raise ConfigError("pos_freqs and dir_freqs must be >= 0")
         if not self.pose_scale > 0:
             raise ConfigError(f"pose_scale must be positive, got {self.pose_scale}")
         if not 0.0 <= self.dropout < 1.0:

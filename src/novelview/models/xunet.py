@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from novelview.errors import ConfigError
 from novelview.models.conditioning import (
     LOGSNR_MAX,
+    MAX_DEPTH,
+    MAX_WIDTH,
     BackboneConfig,
     NoiseLevelEmbedding,
     PoseEmbedding,
@@ -62,6 +64,11 @@ class XUNetConfig(BackboneConfig):
                 or not self.ch_mult or min(self.ch_mult) < 1):
             raise ConfigError("ch, emb_ch, num_res_blocks, heads, norm_groups must be >= 1 and ch_mult a non-empty "
                               "list of positive multipliers")
+        if max(self.ch * max(self.ch_mult), self.emb_ch) > MAX_WIDTH or self.num_res_blocks > MAX_DEPTH:
+            raise ConfigError(f"model too large: layer widths (ch * ch_mult, emb_ch) must be at most {MAX_WIDTH} "
+                              f"and num_res_blocks at most {MAX_DEPTH}")
+        if len(self.ch_mult) > 8:
+            raise ConfigError(f"ch_mult has {len(self.ch_mult)} levels; at most 8")
         down = 2 ** (len(self.ch_mult) - 1)
         if self.image_size % down:
             raise ConfigError(
