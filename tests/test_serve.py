@@ -585,12 +585,13 @@ def test_schemathesis_fuzz_finds_no_server_errors(pipeline: Pipeline, tmp_path: 
     failures: list[str] = []
     calls = 0
     with TestClient(app, base_url=LOCAL) as client:
-        real = wait(client, submit(client, image_bytes(1)).json()["id"])["id"]  # also fuzz around a real job
+        created = submit(client, image_bytes(1)).json()  # also fuzz around a real job, with its token
+        real, token = wait(client, created["id"])["id"], created["token"]
         for result in schema.get_all_operations():
             operation = result.ok()
             variants: list[dict[str, Any]] = [{}]
             if "{job_id}" in operation.path:
-                variants.append({"path_parameters": {"job_id": real}})
+                variants.append({"path_parameters": {"job_id": real}, "headers": {"Authorization": f"Bearer {token}"}})
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 for extra in variants:
                     if operation.method.lower() == "delete" and extra:

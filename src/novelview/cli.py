@@ -560,7 +560,7 @@ def serve(
     ttl: float = typer.Option(3600.0, "--ttl", min=1.0, help="Seconds finished results are kept."),
     max_jobs: int = typer.Option(100, "--max-jobs", min=1, help="Finished jobs kept (oldest are deleted)."),
     allow_host: list[str] = typer.Option(
-        [], "--allow-host",
+        [], "--allow-host", metavar="NAME",
         help="Also answer requests for this host name or address (repeatable; loopback names and --host always "
         "are). Needed when clients reach the server by another name, e.g. with --host 0.0.0.0; '*' allows any "
         "(only behind a proxy that checks Host itself). See docs/security.md.",

@@ -406,7 +406,7 @@ def _finite(views: Tensor) -> Tensor:
     # NaN would become black pixels that look like a result; diverged weights or overflow must fail instead.
     if not bool(torch.isfinite(views).all()):
         raise NovelviewError("the model produced NaN or infinite values instead of an image (weights that "
-                             "overflow, or an unstable sampler setting); nothing was written")
+                             "overflow, or an unstable sampler setting)")
     return views
 
 

@@ -267,7 +267,7 @@ class JobManager:
             return job.directory / job.files[name].name
 
     def stats(self) -> dict[str, int]:
-        """Counts only: job ids are secret to their owners."""
+        """Counts only: nothing lists job ids."""
         with self._lock:
             return {"queued": len(self._queue), "running": int(self._running is not None), "jobs": len(self._jobs)}
 
