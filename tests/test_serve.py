@@ -34,6 +34,7 @@ from novelview.serve.server import BackgroundServer  # noqa: E402
 
 STEPS = 2
 TERMINAL = {"succeeded", "failed", "cancelled"}
+LOCAL = "http://127.0.0.1"  # in-process clients must name a host the server answers to
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def pipeline(checkpoint: Path) -> Pipeline:
 def client(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app shared by the tests that only need a working server (tests of state make their own)."""
     app = create_app(pipeline, results_dir=tmp_path_factory.mktemp("shared") / "results", max_queue=4, video=False)
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -249,7 +250,7 @@ def test_view_job_happy_path_with_progress_stream(client: TestClient) -> None:
 
 def test_orbit_job_writes_frames_gif_and_mp4(pipeline: Pipeline, tmp_path: Path) -> None:
     app = create_app(pipeline, results_dir=tmp_path, video=True)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         job = submit(client, image_bytes(3), mode="orbit", views=3, steps=1, seed=1).json()
         final = wait(client, job["id"])
         assert final["status"] == "succeeded", final
@@ -306,7 +307,7 @@ def test_two_concurrent_clients_get_their_own_results(pipeline: Pipeline, tmp_pa
 def test_full_queue_answers_429_with_retry_after(pipeline: Pipeline, tmp_path: Path) -> None:
     gated = Gated(pipeline)
     app = create_app(gated, results_dir=tmp_path, max_queue=1, video=False, warmup=False)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         running = submit(client, image_bytes(1)).json()
         assert gated.started.wait(20)
         queued = submit(client, image_bytes(2))
@@ -324,7 +325,7 @@ def test_full_queue_answers_429_with_retry_after(pipeline: Pipeline, tmp_path: P
 def test_cancel_queued_and_running_jobs(pipeline: Pipeline, tmp_path: Path) -> None:
     gated = Gated(pipeline)
     app = create_app(gated, results_dir=tmp_path, max_queue=2, video=False, warmup=False)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         running = submit(client, image_bytes(1), steps=5).json()
         assert gated.started.wait(20)
         queued = submit(client, image_bytes(2)).json()
@@ -358,12 +359,12 @@ class Failing:
 def test_pipeline_errors_become_failed_jobs(pipeline: Pipeline, tmp_path: Path, caplog) -> None:
     user = create_app(Failing(pipeline, NovelviewError("elevation 95 is past the pole")), results_dir=tmp_path,
                       warmup=False)
-    with TestClient(user) as client:
+    with TestClient(user, base_url=LOCAL) as client:
         final = wait(client, submit(client, image_bytes(1)).json()["id"])
         assert final["status"] == "failed" and final["error"] == "elevation 95 is past the pole"
     bug = create_app(Failing(pipeline, RuntimeError("secret internals at /srv/x")), results_dir=tmp_path,
                      warmup=False)
-    with TestClient(bug) as client:
+    with TestClient(bug, base_url=LOCAL) as client:
         for _ in range(2):  # the worker survives and serves the next job
             final = wait(client, submit(client, image_bytes(1)).json()["id"])
             assert final["status"] == "failed"
@@ -401,7 +402,7 @@ def test_missing_image_is_422(client: TestClient) -> None:
 
 def test_oversized_and_too_many_pixels(pipeline: Pipeline, tmp_path: Path) -> None:
     app = create_app(pipeline, results_dir=tmp_path, max_upload_bytes=100_000, max_pixels=200 * 200)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         big = image_bytes(5, size=(400, 400))  # ~480 KB of noise
         r = client.post("/api/jobs", files={"image": ("big.png", big, "image/png")})
         assert r.status_code == 413 and "the limit is 98 KB" in r.json()["detail"]  # the limit set, not + form
@@ -534,7 +535,7 @@ def test_event_stream_never_blocks_others_and_a_gone_client_never_stalls_the_wor
 def test_apps_are_independent(pipeline: Pipeline, tmp_path: Path) -> None:
     one = create_app(pipeline, results_dir=tmp_path / "one", video=False)
     two = create_app(pipeline, results_dir=tmp_path / "two", video=False)
-    with TestClient(one) as c1, TestClient(two) as c2:
+    with TestClient(one, base_url=LOCAL) as c1, TestClient(two, base_url=LOCAL) as c2:
         job = wait(c1, submit(c1, image_bytes(1)).json()["id"])
         assert job["status"] == "succeeded"
         assert c2.get(f"/api/jobs/{job['id']}").status_code == 404
@@ -542,7 +543,7 @@ def test_apps_are_independent(pipeline: Pipeline, tmp_path: Path) -> None:
 
 def test_old_results_are_cleaned_up(pipeline: Pipeline, tmp_path: Path) -> None:
     app = create_app(pipeline, results_dir=tmp_path, max_jobs=2, video=False)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=LOCAL) as client:
         ids = [wait(client, submit(client, image_bytes(i)).json()["id"])["id"] for i in range(3)]
         manager = app.state.jobs
         manager.cleanup()
@@ -578,17 +579,19 @@ def test_schemathesis_fuzz_finds_no_server_errors(pipeline: Pipeline, tmp_path: 
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
 
-    app = create_app(pipeline, results_dir=tmp_path, max_queue=2, video=False)
+    # The fuzzer's in-process client calls the server "testserver".
+    app = create_app(pipeline, results_dir=tmp_path, max_queue=2, video=False, allowed_hosts=("testserver",))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures: list[str] = []
     calls = 0
-    with TestClient(app) as client:
-        real = wait(client, submit(client, image_bytes(1)).json()["id"])["id"]  # also fuzz around a real job
+    with TestClient(app, base_url=LOCAL) as client:
+        created = submit(client, image_bytes(1)).json()  # also fuzz around a real job, with its token
+        real, token = wait(client, created["id"])["id"], created["token"]
         for result in schema.get_all_operations():
             operation = result.ok()
             variants: list[dict[str, Any]] = [{}]
             if "{job_id}" in operation.path:
-                variants.append({"path_parameters": {"job_id": real}})
+                variants.append({"path_parameters": {"job_id": real}, "headers": {"Authorization": f"Bearer {token}"}})
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 for extra in variants:
                     if operation.method.lower() == "delete" and extra:

@@ -6,10 +6,17 @@ Layout::
         config.json            how to rebuild the model and its noise process (format_version, model, diffusion, data)
         model.safetensors      raw weights
         ema.safetensors        EMA weights (what sampling uses when present)
-        training_state.pt      optimizer, LR scheduler, RNG and data-order state (training checkpoints only)
+        training_state.json    optimizer, LR scheduler, RNG and step (training checkpoints only): plain JSON ...
+        training_state.safetensors   ... whose tensors are stored here
 
 A directory is written under a temporary sibling name and renamed into place only when complete, so a crash at
 any moment leaves either the previous checkpoint or the new one, never half of one.
+
+Nothing in a checkpoint can run code when it is loaded: weights and state tensors are safetensors, everything
+else is JSON. Training states of earlier versions (``training_state.pt``, a pickle) are read only through
+``torch.load(weights_only=True)``, PyTorch's restricted unpickler that builds tensors and plain containers and
+refuses anything else, and only on PyTorch 2.6 or later (earlier versions of that unpickler had a known hole).
+Weights that hold NaN or infinity are refused on load.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -28,13 +37,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from novelview.diffusion import DiffusionConfig
-from novelview.errors import CheckpointError
+from novelview.errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
-STATE_FILE = "training_state.pt"
+STATE_FILE = "training_state.json"
+STATE_TENSORS_FILE = "training_state.safetensors"
+LEGACY_STATE_FILE = "training_state.pt"
+STATE_FORMAT_VERSION = 1
+_CHECKPOINT_NAME = re.compile(r"step_\d+")
+#: Camera statistics the pipeline reads from ``config.json``'s ``data``, with the range each must lie in.
+_CAMERA_RANGES = {"radius": (0.0, math.inf), "fov_deg": (0.0, 180.0), "elevation_mean": (-90.0, 90.0)}
 
 
 @dataclass
@@ -91,7 +106,7 @@ class CheckpointConfig:
             model=dict(data["model"]),
             diffusion=diffusion,
             objective=objective,
-            data=dict(data.get("data", {})),
+            data=_camera_data(data.get("data", {}), source),
             training=dict(data.get("training", {})),
             sampling=_sampling_defaults(data.get("sampling", {}), source),
             format_version=version,
@@ -99,14 +114,34 @@ class CheckpointConfig:
 
 
 def _sampling_defaults(sampling: Any, source: str) -> dict[str, Any]:
+    from novelview.sampling import check_guidance
+
     if sampling is None:
         return {}
     if not isinstance(sampling, dict):
         raise CheckpointError(f"{source}: 'sampling' must be an object such as {{\"guidance\": 2.0}}")
     guidance = sampling.get("guidance")
-    if guidance is not None and not (isinstance(guidance, (int, float)) and 0 <= guidance < math.inf):
-        raise CheckpointError(f"{source}: sampling.guidance must be a number >= 0, got {guidance!r}")
+    if guidance is not None:
+        try:
+            check_guidance(guidance, "sampling.guidance")
+        except ConfigError as err:
+            raise CheckpointError(f"{source}: {err}") from None
     return dict(sampling)
+
+
+def _camera_data(data: Any, source: str) -> dict[str, Any]:
+    """The ``data`` section: the camera statistics the pipeline uses must be numbers in their range."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: 'data' must be an object of camera statistics")
+    for key, (lo, hi) in _CAMERA_RANGES.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo < value < hi:
+            raise CheckpointError(f"{source}: data.{key} must be a number in ({lo:g}, {hi:g}), got {value!r}")
+    return dict(data)
 
 
 def default_checkpoint_path() -> Path:
@@ -154,13 +189,13 @@ def save_checkpoint(
         if ema is not None:
             save_file(_state_dict(ema), str(tmp / EMA_FILE))
         if training_state is not None:
-            torch.save(training_state, tmp / STATE_FILE)
+            _save_training_state(training_state, tmp)
         # config.json last: its presence marks a complete directory for readers that look inside temp dirs.
         with open(tmp / CONFIG_FILE, "w") as f:
             json.dump(config.to_dict(), f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        for name in (MODEL_FILE, EMA_FILE, STATE_FILE):
+        for name in (MODEL_FILE, EMA_FILE, STATE_FILE, STATE_TENSORS_FILE):
             if (tmp / name).exists():
                 with open(tmp / name, "rb") as f:
                     os.fsync(f.fileno())
@@ -203,8 +238,8 @@ def read_config(path: str | Path) -> CheckpointConfig:
     if not cfg_file.is_file():
         raise CheckpointError(f"{path}: missing {CONFIG_FILE}; not a complete novelview checkpoint")
     try:
-        data = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{cfg_file}: unreadable JSON ({err})") from None
     return CheckpointConfig.from_dict(data, source=str(cfg_file))
 
@@ -223,9 +258,16 @@ def load_weights(path: Path, filename: str) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise CheckpointError(f"{path}: missing {filename}")
     try:
-        return load_file(str(file))
+        state = load_file(str(file))
     except Exception as err:  # safetensors raises several types for truncated or foreign files
         raise CheckpointError(f"{file}: unreadable weights ({err})") from None
+    broken = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise CheckpointError(
+            f"{file}: {len(broken)} of {len(state)} weight tensors hold NaN or infinite values (first: {broken[0]}); "
+            "the training diverged before this checkpoint: use an earlier one"
+        )
+    return state
 
 
 def load_model(
@@ -294,18 +336,102 @@ def _check_export_target(sources: list[Path], dst: Path, overwrite: bool) -> Non
 
 
 def load_training_state(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / STATE_FILE
-    if not file.is_file():
+    """The ``training_state`` dict a checkpoint was saved with (see the module docstring for what is read how)."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        state = _load_training_state(path)
+    elif (path / LEGACY_STATE_FILE).is_file():
+        state = _load_legacy_training_state(path / LEGACY_STATE_FILE)
+    else:
         raise CheckpointError(f"{path}: no {STATE_FILE}; this checkpoint cannot be resumed")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zip, foreign pickle, missing classes: all mean "not our state"
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{file}: unreadable ({detail}); resume from an earlier checkpoint by deleting this "
-                              "one") from None
     if not isinstance(state, dict) or "step" not in state:
-        raise CheckpointError(f"{file}: not a novelview training state")
+        raise CheckpointError(f"{path / STATE_FILE}: not a novelview training state")
     return state
+
+
+def _unreadable(file: Path, err: BaseException) -> CheckpointError:
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return CheckpointError(f"{file}: unreadable ({detail}); resume from an earlier checkpoint by deleting this one")
+
+
+def _save_training_state(state: dict[str, Any], directory: Path) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode_state(state, tensors)
+    save_file(tensors, str(directory / STATE_TENSORS_FILE))
+    with open(directory / STATE_FILE, "w") as f:
+        json.dump({"format_version": STATE_FORMAT_VERSION, "state": skeleton}, f)
+
+
+def _load_training_state(path: Path) -> Any:
+    file = path / STATE_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        tensors = load_file(str(path / STATE_TENSORS_FILE))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise _unreadable(file, err) from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for truncated or foreign files
+        raise _unreadable(path / STATE_TENSORS_FILE, err) from None
+    if not isinstance(data, dict) or data.get("format_version") != STATE_FORMAT_VERSION:
+        raise CheckpointError(f"{file}: not a novelview training state of format {STATE_FORMAT_VERSION}")
+    try:
+        return _decode_state(data.get("state"), tensors)
+    except (KeyError, TypeError, ValueError) as err:
+        raise _unreadable(file, err) from None
+
+
+def _load_legacy_training_state(file: Path) -> Any:
+    version = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if version < (2, 6):
+        raise CheckpointError(f"{file}: a training state in the old pickle format, which only PyTorch 2.6 or later "
+                              f"reads safely (this is {torch.__version__}); upgrade torch to resume from it")
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{file}: refused: this old-format training state holds objects other than tensors "
+                              "and plain values, and loading those could run code") from None
+    except Exception as err:  # noqa: BLE001 - truncated zips and foreign files alike
+        raise _unreadable(file, err) from None
+
+
+# Tensors go to safetensors under their path in the state; the rest is JSON, with three tagged forms that JSON
+# lacks: {"$tensor": key}, {"$tuple": [...]} and {"$dict": [[key, value], ...]} (non-string keys, as the
+# optimizer's per-parameter state has).
+_TAGS = ("$tensor", "$tuple", "$dict")
+
+
+def _encode_state(value: Any, tensors: dict[str, torch.Tensor], where: str = "state") -> Any:
+    if isinstance(value, torch.Tensor):
+        key = f"{len(tensors)}:{where}"  # the counter keeps keys unique whatever the dictionary keys contain
+        tensors[key] = value.detach().cpu().contiguous().clone()
+        return {"$tensor": key}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_encode_state(v, tensors, f"{where}.{i}") for i, v in enumerate(value)]
+        return {"$tuple": items} if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        pairs = [(k, _encode_state(v, tensors, f"{where}.{k}")) for k, v in value.items()]
+        if all(isinstance(k, str) for k in value) and not any(k in _TAGS for k in value):
+            return dict(pairs)
+        if not all(k is None or isinstance(k, (bool, int, float, str)) for k in value):
+            raise TypeError(f"training state {where}: dictionary keys must be plain values")
+        return {"$dict": [list(pair) for pair in pairs]}
+    raise TypeError(f"training state {where}: a {type(value).__name__} cannot be stored safely")
+
+
+def _decode_state(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode_state(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and next(iter(value)) in _TAGS:
+        tag, inner = next(iter(value.items()))
+        if tag == "$tensor":
+            return tensors[inner]
+        if tag == "$tuple":
+            return tuple(_decode_state(v, tensors) for v in inner)
+        return {k: _decode_state(v, tensors) for k, v in inner}
+    return {k: _decode_state(v, tensors) for k, v in value.items()}
 
 
 def remove_checkpoint(path: Path) -> None:
@@ -331,5 +457,6 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.glob("step_*") if p.is_dir() and (p / CONFIG_FILE).is_file()]
+    found = [p for p in root.glob("step_*")
+             if _CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and (p / CONFIG_FILE).is_file()]
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))

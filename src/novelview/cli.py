@@ -170,6 +170,8 @@ def train(
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--override expects KEY=VALUE, got {item!r}")
+        if key in ("image_size", "preset"):
+            raise ConfigError(f"--override {key}: set it with --size / --model")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -195,6 +197,9 @@ def train(
         keep_checkpoints=keep, val_every=val_every, sample_every=sample_every, rays_per_image=rays_per_image,
     )
     _check_out(out)
+    from novelview.models.presets import preset_config
+
+    preset_config(model, size, **overrides)  # an absurd model (--override depth=100000000) fails before data loads
     result = run_training(cfg, resume=resume)
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
@@ -228,6 +233,7 @@ _GUIDANCE_HELP = ("Classifier-free guidance weight w: 1 = plain conditional, 0 =
 _INPUT_ELEVATION_HELP = "Elevation of the input camera in degrees (default: the training data's mean)."
 _PAD_HELP = "Pad a non-square input with white instead of centre-cropping it."
 _DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."
+MAX_ORBIT_VIEWS = 360
 
 
 def _device(name: str) -> str:
@@ -421,7 +427,9 @@ def orbit(
         ..., "--out",
         help="Output .gif or .mp4 (a PNG contact sheet OUT_sheet.png is written beside it), or .png for the sheet.",
     ),
-    views: int = typer.Option(24, "--views", min=1, help="Frames around the full turn (frame 0 is the input view)."),
+    views: int = typer.Option(
+        24, "--views", min=1, help=f"Frames around the full turn (frame 0 is the input view; at most {MAX_ORBIT_VIEWS})."
+    ),
     elevation: Optional[float] = typer.Option(
         None, "--elevation", help="Orbit elevation relative to the input view (degrees; default 0)."
     ),
@@ -454,6 +462,8 @@ def orbit(
     from novelview.pipeline import Pipeline
 
     out = _check_out(_output_path(out, (".gif", ".mp4", ".png")))
+    if views > MAX_ORBIT_VIEWS:
+        raise ConfigError(f"--views {views}: an orbit has at most {MAX_ORBIT_VIEWS} frames (one per degree)")
     if upscale_filter not in ("nearest", "bicubic"):
         raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
@@ -555,24 +565,32 @@ def serve(
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", min=0.01, help="Upload size limit in MB."),
     ttl: float = typer.Option(3600.0, "--ttl", min=1.0, help="Seconds finished results are kept."),
     max_jobs: int = typer.Option(100, "--max-jobs", min=1, help="Finished jobs kept (oldest are deleted)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", metavar="NAME",
+        help="Also answer requests for this host name or address (repeatable; loopback names and --host always "
+        "are). Needed when clients reach the server by another name, e.g. with --host 0.0.0.0; '*' allows any "
+        "(only behind a proxy that checks Host itself). See docs/security.md.",
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Web demo and HTTP API (needs the "serve" extra): open http://HOST:PORT/ in a browser."""
     try:
         from novelview.serve.app import create_app
-        from novelview.serve.server import is_loopback, run
+        from novelview.serve.security import is_loopback
+        from novelview.serve.server import bind, run
     except ImportError as err:
         raise NovelviewError(f"the web server needs the [serve] extra: pip install 'novelview[serve]' ({err})") from None
+    sock = bind(host, port)  # a busy port is refused before the model loads
     if not is_loopback(host):
-        typer.secho(f"warning: binding to {host}: anyone who can reach this machine can use the demo", err=True,
-                    fg=typer.colors.YELLOW)
+        typer.secho(f"warning: binding to {host}: anyone who can reach this machine can use the demo; clients "
+                    "must reach it by a name given with --allow-host", err=True, fg=typer.colors.YELLOW)
     web_app = create_app(
         checkpoint, max_queue=max_queue, max_upload_bytes=int(max_upload_mb * 1024 * 1024), job_ttl_s=ttl,
-        max_jobs=max_jobs,
+        max_jobs=max_jobs, allowed_hosts=(host, *allow_host),
     )
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"novelview demo on http://{shown}:{port}/ (API schema: /openapi.json); Ctrl-C stops it")
-    run(web_app, host=host, port=port, log_level=log_level)
+    run(web_app, log_level=log_level, sock=sock)
 
 
 # ============================================================== demo

@@ -16,7 +16,9 @@ data loading, the pipeline, the server and evaluation see exactly the same pixel
 
 Unreadable input raises :class:`~novelview.errors.DataError` naming the file. Images are fully decoded
 (``.load()``) so truncated files fail here rather than later inside a training step, and images with more than
-``max_pixels`` pixels are refused before decoding (decompression bombs).
+``max_pixels`` pixels are refused before decoding (decompression bombs). Files are opened only with the decoders
+in :data:`PICTURE_FORMATS` (pictures a user hands in: the web server's list) or :data:`DATASET_FORMATS`; Pillow
+would open EPS too, and load it by running Ghostscript.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ Crop = Literal["center", "pad"]
 
 #: Refuse images with more pixels than this (about 8k x 8k) before decoding them.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Decoders for pictures users hand in (CLI, Python API, web server). (Phones' multi-picture JPEGs open as JPEG.)
+PICTURE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+#: Decoders for dataset views, masks and depth maps.
+DATASET_FORMATS = (*PICTURE_FORMATS, "TIFF")
 WHITE = (255, 255, 255)
 
 
@@ -61,8 +67,9 @@ def open_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     name: str | None = None,
     exif_transpose: bool = True,
+    formats: Sequence[str] = DATASET_FORMATS,
 ) -> Image.Image:
-    """Open and fully decode an image file (or its bytes); errors name the file.
+    """Open and fully decode an image file (or its bytes) with one of the decoders ``formats``; errors name the file.
 
     ``exif_transpose``: apply the EXIF orientation tag (see the module docstring for when not to).
     """
@@ -84,7 +91,7 @@ def open_image(
         with warnings.catch_warnings():
             # We enforce our own (lower) limit below; PIL's own warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp)  # type: ignore[arg-type]
+            img = Image.open(fp, formats=tuple(formats))  # type: ignore[arg-type]
         w, h = img.size
         if w * h > max_pixels:
             raise DataError(f"{label}: image is {w}x{h} pixels, more than the limit of {max_pixels} (refused)")
@@ -98,7 +105,7 @@ def open_image(
     except Image.DecompressionBombError as err:
         raise DataError(f"{label}: image is too large to decode safely ({err})") from None
     except UnidentifiedImageError:
-        raise DataError(f"{label}: not a readable image (unknown or corrupt format)") from None
+        raise DataError(f"{label}: not a readable image (corrupt, or not one of {', '.join(formats)})") from None
     except PermissionError:
         raise DataError(f"{label}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
@@ -183,7 +190,11 @@ def _checked_tensor(t: Tensor, label: str) -> Tensor:
 
 
 def read_rgb(
-    src: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None, exif_transpose: bool = True
+    src: ImageSource,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
+    exif_transpose: bool = True,
+    formats: Sequence[str] = DATASET_FORMATS,
 ) -> Image.Image:
     """Any supported source -> decoded 8-bit RGB PIL image (alpha composited on white).
 
@@ -203,7 +214,7 @@ def read_rgb(
     elif isinstance(src, np.ndarray):
         img = _array_to_pil(src, label)
     elif isinstance(src, (str, os.PathLike, bytes)):
-        img = open_image(src, max_pixels=max_pixels, name=name, exif_transpose=exif_transpose)
+        img = open_image(src, max_pixels=max_pixels, name=name, exif_transpose=exif_transpose, formats=formats)
     else:
         raise DataError(f"{label}: cannot read an image from a {type(src).__name__}")
     try:
@@ -285,7 +296,7 @@ def load_rgb_uint8(
     name: str | None = None,
 ) -> np.ndarray:
     """Like :func:`load_image` but returns the uint8 ``[S, S, 3]`` array (4x smaller, for caches)."""
-    img = square(read_rgb(src, max_pixels=max_pixels, name=name), crop)
+    img = square(read_rgb(src, max_pixels=max_pixels, name=name, formats=PICTURE_FORMATS), crop)
     if size is not None:
         if size < 1:
             raise DataError(f"image size must be positive, got {size}")
@@ -434,7 +445,9 @@ def make_grid(
 
 
 __all__ = [
+    "DATASET_FORMATS",
     "DEFAULT_MAX_PIXELS",
+    "PICTURE_FORMATS",
     "load_image",
     "load_mask",
     "load_rgb_uint8",

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from novelview import cameras, images
 from novelview.checkpoint import CheckpointConfig, load_model
 from novelview.devices import resolve_device
-from novelview.errors import ConfigError, PoseError
+from novelview.errors import ConfigError, NovelviewError, PoseError
 from novelview.images import Crop, ImageSource
 from novelview.sampling import (
     DEFAULT_GUIDANCE,
@@ -39,6 +39,7 @@ from novelview.sampling import (
     Progress,
     View,
     canonical_sampler,
+    check_guidance,
     check_steps,
     generate_views,
     regress_views,
@@ -203,9 +204,7 @@ class Pipeline:
             raise ConfigError(f"sampler must be a name such as 'dpmpp', got {sampler!r}")
         sampler = canonical_sampler(sampler)
         steps = check_steps(steps, self.config.diffusion)
-        guidance = self.default_guidance() if guidance is None else _number(guidance, "guidance")
-        if not math.isfinite(guidance) or guidance < 0:
-            raise ConfigError(f"guidance must be a finite number >= 0, got {guidance}")
+        guidance = self.default_guidance() if guidance is None else check_guidance(_number(guidance, "guidance"))
         generator = torch.Generator()  # CPU: the same seed gives the same views on every device
         if seed is None:
             generator.seed()
@@ -234,10 +233,10 @@ class Pipeline:
         target_K = source.K.expand(target_poses.shape[0], 3, 3)
         with torch.inference_mode():
             if self.is_regression:  # one-step predictor: no noise, no guidance, no steps
-                return regress_views(
+                return _finite(regress_views(
                     self._network(), source, target_poses, target_K, batch_size=batch_size, progress=progress
-                )
-            return generate_views(
+                ))
+            return _finite(generate_views(
                 self._network(),
                 self.config.diffusion,
                 source,
@@ -251,7 +250,7 @@ class Pipeline:
                 progress=progress,
                 batch_size=batch_size,
                 order=order,
-            )
+            ))
 
     def _source(
         self,
@@ -401,6 +400,14 @@ class Pipeline:
                 ).cpu()
             )
         return [images.to_pil(x) for x in torch.cat(frames)]
+
+
+def _finite(views: Tensor) -> Tensor:
+    # NaN would become black pixels that look like a result; diverged weights or overflow must fail instead.
+    if not bool(torch.isfinite(views).all()):
+        raise NovelviewError("the model produced NaN or infinite values instead of an image (weights that "
+                             "overflow, or an unstable sampler setting)")
+    return views
 
 
 __all__ = ["DEFAULT_CAMERA", "Pipeline", "as_poses"]

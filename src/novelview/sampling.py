@@ -82,6 +82,9 @@ _ALIASES = {"dpm++": "dpmpp", "dpmsolver++": "dpmpp", "dpm-solver++": "dpmpp", "
 DEFAULT_SAMPLER = "dpmpp"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.0
+#: Guidance weights beyond this only push samples off the image range (3DiM used 3); far larger ones overflow to
+#: NaN. Every path that samples (pipeline, evaluation, the web server, checkpoint defaults) is held to it.
+MAX_GUIDANCE = 20.0
 DEFAULT_SPACING: Spacing = "trailing"
 
 _PREDICTION_TYPE = {"v": "v_prediction", "eps": "epsilon", "x0": "sample"}
@@ -100,6 +103,14 @@ def check_steps(steps: int, cfg: DiffusionConfig) -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= cfg.num_train_timesteps:
         raise ConfigError(f"steps must be an integer in [1, {cfg.num_train_timesteps}], got {steps!r}")
     return int(steps)
+
+
+def check_guidance(guidance: float, name: str = "guidance") -> float:
+    """A classifier-free guidance weight in ``[0, MAX_GUIDANCE]`` as a float, or a :class:`ConfigError`."""
+    ok = isinstance(guidance, (int, float, np.integer, np.floating)) and not isinstance(guidance, bool)
+    if not ok or not 0.0 <= float(guidance) <= MAX_GUIDANCE:
+        raise ConfigError(f"{name} must be a number in [0, {MAX_GUIDANCE:g}], got {guidance!r}")
+    return float(guidance)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -439,6 +450,7 @@ def generate_views(
     """
     if order not in ("given", "nearest"):
         raise ConfigError(f"unknown generation order {order!r}: choose given or nearest")
+    guidance = check_guidance(guidance)
     n = target_poses.shape[0]
     if target_K.ndim == 2:
         target_K = target_K.expand(n, 3, 3)
@@ -526,6 +538,7 @@ def regress_views(
 
 __all__ = [
     "DEFAULT_GUIDANCE",
+    "MAX_GUIDANCE",
     "DEFAULT_SAMPLER",
     "DEFAULT_SPACING",
     "DEFAULT_STEPS",
@@ -534,6 +547,7 @@ __all__ = [
     "Progress",
     "View",
     "canonical_sampler",
+    "check_guidance",
     "conditional_denoiser",
     "generate_views",
     "guided_forward",

@@ -1,8 +1,14 @@
-"""Atomic directory and file writes.
+"""Atomic directory and file writes, and temporary directories that outlive no one.
 
 A dataset (or one object of it) is written into a hidden temporary sibling ``OUT.tmp-xxxxxxxx`` and renamed
 to ``OUT`` only when complete, so an interrupted run never leaves something that looks finished. Readers
 skip ``*.tmp-*`` folders. Renames within one parent directory are atomic on POSIX file systems.
+
+A process holds each temporary directory it works in with an exclusive ``flock`` (:func:`held_directory`); the
+kernel drops the lock when the process dies, however it dies. So a directory nobody holds is the leftover of a
+killed process, and :func:`remove_stale` deletes exactly those: the next ``data synth`` to the same ``OUT``
+removes what a ``kill -9`` left, and the web server does the same with its results directories. (Where ``flock``
+does not exist, nothing is held and nothing is removed.)
 """
 
 from __future__ import annotations
@@ -11,11 +17,16 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from novelview.errors import DataError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 TMP_MARKER = ".tmp-"
 
@@ -61,14 +72,17 @@ def atomic_directory(out: str | os.PathLike, overwrite: bool = False) -> Iterato
     out = Path(out)
     check_writable_target(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}{TMP_MARKER}{secrets.token_hex(4)}")
-    tmp.mkdir()
+    remove_stale(p for p in out.parent.iterdir() if p.name.startswith(f"{out.name}{TMP_MARKER}"))
+    held = held_directory(out.parent, f"{out.name}{TMP_MARKER}")
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _replace_directory(tmp, out)
+        try:
+            yield held.path
+        except BaseException:
+            shutil.rmtree(held.path, ignore_errors=True)
+            raise
+        _replace_directory(held.path, out)
+    finally:
+        held.release()  # after the rename: the lock is on the directory itself, whatever its name
 
 
 def _replace_directory(src: Path, dst: Path) -> None:
@@ -87,6 +101,78 @@ def _replace_directory(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+class HeldDirectory:
+    """A directory this process holds (see the module docstring) until :meth:`release` or its death."""
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self.path = path
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock(path: Path) -> int | None:
+    """A descriptor of directory ``path`` holding its exclusive lock, or None while another process holds it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def held_directory(parent: str | os.PathLike, prefix: str, mode: int = 0o777) -> HeldDirectory:
+    """Create ``parent/<prefix><random hex>`` (permissions ``mode`` less the umask) and hold it."""
+    parent = Path(parent)
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        if fcntl is None:
+            return HeldDirectory(path, None)
+        try:
+            fd = _lock(path)
+            # A concurrent remove_stale may have taken the new directory for a leftover before it was locked.
+            if fd is not None and not os.path.samestat(os.fstat(fd), os.stat(path)):
+                os.close(fd)
+                fd = None
+        except FileNotFoundError:
+            fd = None
+        if fd is not None:
+            return HeldDirectory(path, fd)
+
+
+def remove_stale(candidates: Iterable[Path]) -> list[Path]:
+    """Delete the directories among ``candidates`` that this user owns and no living process holds."""
+    removed: list[Path] = []
+    if fcntl is None:
+        return removed
+    for path in candidates:
+        try:
+            if path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+                continue
+            fd = _lock(path)
+        except OSError:  # gone meanwhile, or not ours to open
+            continue
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+        removed.append(path)
+    return removed
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file via a temporary sibling and a rename."""
     path = Path(path)
@@ -100,4 +186,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-__all__ = ["atomic_directory", "check_writable_target", "is_temporary", "write_text_atomic"]
+__all__ = [
+    "HeldDirectory",
+    "atomic_directory",
+    "check_writable_target",
+    "held_directory",
+    "is_temporary",
+    "remove_stale",
+    "write_text_atomic",
+]

@@ -20,6 +20,13 @@ DEFAULT_FOV_DEG = 40.0
 #: logSNR range the noise-level embedding resolves; the clean condition frame is told ``LOGSNR_MAX``.
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 POSE_MODES = ("rays", "plucker")
+# Upper bounds of model configs (config.json and --override are user input): far above every preset, and low
+# enough that a typo such as depth=100000000 is refused at once instead of allocating for minutes.
+MAX_IMAGE_SIZE = 1024
+MAX_FREQS = 32
+MAX_WIDTH = 4096  # channels of any layer
+MAX_DEPTH = 64  # blocks of one stack or level
+MAX_SAMPLES = 1024  # points per ray of the lifting module
 
 
 def _is_int(value: Any) -> bool:
@@ -103,18 +110,23 @@ class BackboneConfig:
                 raise ConfigError(f"model option {f.name}={value!r}: expected {f.type}")
 
     def validate(self) -> None:
-        if self.image_size < 8:
-            raise ConfigError(f"image_size must be at least 8, got {self.image_size}")
+        if not 8 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must lie in [8, {MAX_IMAGE_SIZE}], got {self.image_size}")
         if self.pose_mode not in POSE_MODES:
             raise ConfigError(f"pose_mode must be one of {', '.join(POSE_MODES)}, got {self.pose_mode!r}")
-        if self.pos_freqs < 0 or self.dir_freqs < 0 or self.lift_freqs < 0:
-            raise ConfigError("pos_freqs, dir_freqs and lift_freqs must be >= 0")
+        if not all(0 <= f <= MAX_FREQS for f in (self.pos_freqs, self.dir_freqs, self.lift_freqs)):
+            raise ConfigError(f"pos_freqs, dir_freqs and lift_freqs must lie in [0, {MAX_FREQS}]")
         if not self.pose_scale > 0:
             raise ConfigError(f"pose_scale must be positive, got {self.pose_scale}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if min(self.lift_channels, self.lift_resolution) < 0 or min(self.lift_width, self.lift_samples) < 1:
             raise ConfigError("lift_channels and lift_resolution must be >= 0, lift_width and lift_samples >= 1")
+        if max(self.lift_channels, self.lift_width) > MAX_WIDTH or self.lift_resolution > MAX_IMAGE_SIZE:
+            raise ConfigError(f"lift_channels and lift_width must be at most {MAX_WIDTH}, lift_resolution at most "
+                              f"{MAX_IMAGE_SIZE}")
+        if self.lift_samples > MAX_SAMPLES:
+            raise ConfigError(f"lift_samples must be at most {MAX_SAMPLES}, got {self.lift_samples}")
         if (self.near or self.far) and not 0 <= self.near < self.far:
             raise ConfigError(f"need 0 <= near < far (or both 0 for automatic bounds), got {self.near}, {self.far}")
 
@@ -127,4 +139,4 @@ class BackboneConfig:
         return out
 
 
-__all__ = ["LOGSNR_MAX", "LOGSNR_MIN", "POSE_MODES", "BackboneConfig"]
+__all__ = ["LOGSNR_MAX", "LOGSNR_MIN", "MAX_DEPTH", "MAX_IMAGE_SIZE", "MAX_WIDTH", "POSE_MODES", "BackboneConfig"]

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from novelview.errors import ConfigError
-from novelview.models.config import BackboneConfig
+from novelview.models.config import MAX_DEPTH, MAX_WIDTH, BackboneConfig
 from novelview.models.embeddings import NoiseLevelEmbedding, PoseProjection, RayFeatures
 from novelview.models.layers import Attention, Mlp, modulate, to_tokens, zero_init
 
@@ -54,6 +54,9 @@ class DiTConfig(BackboneConfig):
             raise ConfigError(f"hidden {self.hidden} must be divisible by 4 (2-D sin-cos position embedding)")
         if self.depth < 1 or self.cond_depth < 0:
             raise ConfigError("depth must be >= 1 and cond_depth >= 0")
+        if self.hidden > MAX_WIDTH or max(self.depth, self.cond_depth) > MAX_DEPTH or self.mlp_ratio > 16:
+            raise ConfigError(f"model too large: hidden must be at most {MAX_WIDTH}, depth and cond_depth at most "
+                              f"{MAX_DEPTH}, mlp_ratio at most 16")
 
 
 def sincos_2d(dim: int, grid: int) -> Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from novelview.errors import ConfigError
-from novelview.models.config import LOGSNR_MAX, BackboneConfig
+from novelview.models.config import LOGSNR_MAX, MAX_DEPTH, MAX_WIDTH, BackboneConfig
 from novelview.models.embeddings import NoiseLevelEmbedding, PoseProjection, RayFeatures
 from novelview.models.layers import Attention, from_tokens, group_norm, to_tokens, zero_init
 
@@ -54,6 +54,11 @@ class XUNetConfig(BackboneConfig):
                 or not self.ch_mult or min(self.ch_mult) < 1):
             raise ConfigError("ch, emb_ch, num_res_blocks, heads, norm_groups must be >= 1 and ch_mult a non-empty "
                               "list of positive multipliers")
+        if max(self.ch * max(self.ch_mult), self.emb_ch) > MAX_WIDTH or self.num_res_blocks > MAX_DEPTH:
+            raise ConfigError(f"model too large: layer widths (ch * ch_mult, emb_ch) must be at most {MAX_WIDTH} "
+                              f"and num_res_blocks at most {MAX_DEPTH}")
+        if len(self.ch_mult) > 8:
+            raise ConfigError(f"ch_mult has {len(self.ch_mult)} levels; at most 8")
         down = 2 ** (len(self.ch_mult) - 1)
         if self.image_size % down:
             raise ConfigError(

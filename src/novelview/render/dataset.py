@@ -159,8 +159,8 @@ def _prepare_out(out: Path, cfg: RenderConfig, overwrite: bool) -> None:
             raise DataError(f"{out}: not empty and not a rendered dataset (no dataset.json); choose another "
                             "folder")
         try:
-            previous = json.loads(info_path.read_text()).get("render", {})
-        except (OSError, json.JSONDecodeError) as err:
+            previous = json.loads(info_path.read_text(encoding="utf-8")).get("render", {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
             raise DataError(f"{info_path}: unreadable ({err}); pass --overwrite to start afresh") from None
         current = cfg.identity()
         changed = sorted(k for k in set(current) | set(previous) if current.get(k) != previous.get(k))

@@ -8,11 +8,15 @@ state, so a slow or vanished client can neither stall the worker nor make a back
 
 Results live in ``<root>/<job id>/`` with names chosen by the runner; nothing here takes a path from a client.
 Finished jobs are dropped (directory included) after ``ttl_s`` or when more than ``max_jobs`` are kept.
+
+A job belongs to whoever holds its token (256 random bits, made at submission and handed only to the submitter):
+:meth:`JobManager.owned` finds a job only together with its token, and nothing lists job ids.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import secrets
 import shutil
@@ -35,6 +39,10 @@ GENERIC_ERROR = "internal error while synthesizing; the server log has the detai
 
 class JobCancelled(Exception):
     """Raised from the progress callback to stop the pipeline at the next denoising step."""
+
+
+class ShuttingDown(Exception):
+    """Raised by :meth:`JobManager.submit` once the server has begun to stop."""
 
 
 class QueueFull(Exception):
@@ -62,6 +70,7 @@ class Job:
     payload: Any  # whatever the runner needs (parameters, preprocessed image); opaque here
     directory: Path
     seed: int
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     created_at: float = field(default_factory=time.time)
     status: str = QUEUED
     done: int = 0
@@ -160,8 +169,11 @@ class JobManager:
             self._thread = threading.Thread(target=self._work, name="novelview-serve-worker", daemon=True)
             self._thread.start()
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Cancel everything, stop the worker and delete all results."""
+    def begin_shutdown(self) -> None:
+        """Refuse new jobs and end every unfinished one as cancelled now, so progress streams get their last event.
+
+        The running job stops at its next denoising step; its status is final already.
+        """
         self._stop.set()
         with self._lock:
             for job in list(self._queue):
@@ -169,7 +181,13 @@ class JobManager:
             self._queue.clear()
             if self._running is not None:
                 self._running.cancel_requested.set()
+                self._finish(self._running, CANCELLED, "the server is shutting down")
             self._lock.notify_all()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Cancel everything, stop the worker and delete all results."""
+        self.begin_shutdown()
+        with self._lock:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
@@ -184,7 +202,10 @@ class JobManager:
     # ------------------------------------------------------------------ submission and queries
 
     def submit(self, payload: Any, seed: Optional[int] = None) -> Job:
-        """Queue a job or raise :class:`QueueFull`. ``seed=None`` draws one, so every result is reproducible."""
+        """Queue a job or raise :class:`QueueFull` (or :class:`ShuttingDown`). ``seed=None`` draws one, so every
+        result is reproducible."""
+        if self._stop.is_set():
+            raise ShuttingDown()
         self.start()  # no-op under the app's lifespan; covers apps driven without it
         job_id = uuid.uuid4().hex
         job = Job(
@@ -201,9 +222,13 @@ class JobManager:
             self._lock.notify_all()
         return job
 
-    def get(self, job_id: str) -> Optional[Job]:
+    def owned(self, job_id: str, token: Optional[str]) -> Optional[Job]:
+        """The job ``job_id`` if ``token`` is its token; None for an unknown job and a wrong token alike."""
         with self._lock:
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+        if job is None or not token or not hmac.compare_digest(token.encode(), job.token.encode()):
+            return None
+        return job
 
     def snapshot(self, job: Job) -> JobSnapshot:
         with self._lock:
@@ -241,13 +266,10 @@ class JobManager:
                 return None
             return job.directory / job.files[name].name
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, int]:
+        """Counts only: nothing lists job ids."""
         with self._lock:
-            return {
-                "queued": len(self._queue),
-                "running": self._running.id if self._running is not None else None,
-                "jobs": len(self._jobs),
-            }
+            return {"queued": len(self._queue), "running": int(self._running is not None), "jobs": len(self._jobs)}
 
     def cancel(self, job: Job) -> str:
         """Cancel a queued job now or ask a running one to stop at its next step; returns the new status."""
@@ -295,7 +317,9 @@ class JobManager:
             watcher.wake()
 
     def _finish(self, job: Job, status: str, error: Optional[str] = None) -> None:
-        # Called with the lock held.
+        # Called with the lock held. A final status stays final (a job ended by begin_shutdown, then by its run).
+        if job.terminal:
+            return
         job.status = status
         job.error = error
         job.finished_at = time.monotonic()
@@ -335,7 +359,7 @@ class JobManager:
         self.ready.set()
         while not self._stop.is_set():
             with self._lock:
-                if not self._queue:
+                if not self._queue or self._stop.is_set():
                     self._lock.wait(timeout=self._cleanup_interval_s)
                     job = None
                 else:
@@ -374,6 +398,9 @@ class JobManager:
             outcome, error, files = FAILED, GENERIC_ERROR.format(id=job.id), []
         else:
             outcome, error = SUCCEEDED, None
+        with self._lock:
+            if job.terminal:  # ended by begin_shutdown meanwhile: whatever the run produced is not kept
+                outcome, files = job.status, []
         if outcome != SUCCEEDED:
             shutil.rmtree(job.directory, ignore_errors=True)
         with self._lock:

@@ -10,9 +10,10 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from novelview.sampling import MAX_GUIDANCE
+
 MAX_STEPS = 200
 MAX_VIEWS = 48
-MAX_GUIDANCE = 20.0
 MAX_SEED = 2**32 - 1
 SAMPLERS = ("dpmpp", "ddim", "ddpm")
 
@@ -79,6 +80,14 @@ class JobInfo(BaseModel):
     result_url: str
 
 
+class NewJobInfo(JobInfo):
+    token: str = Field(
+        description="the job's secret: send it as `Authorization: Bearer <token>` on every request about the job "
+        "(browsers get it as an HttpOnly cookie scoped to the job's URLs). Nobody else can see, download or cancel "
+        "the job; it is shown only in this answer"
+    )
+
+
 class ResultInfo(BaseModel):
     id: str
     seed: int
@@ -103,7 +112,7 @@ class HealthInfo(BaseModel):
     status: Literal["ok", "degraded"]
     worker_alive: bool
     ready: bool = Field(description="false while the model's warm-up run is still going")
-    running: Optional[str] = Field(None, description="id of the running job")
+    running: int = Field(description="jobs running (0 or 1)")
     queued: int
     max_queue: int
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from novelview.images import PICTURE_FORMATS
+
 #: Decoders we allow. PIL can open many more (EPS would even run Ghostscript); an upload gets only these.
-#: (Multi-picture JPEGs from phone cameras open through the JPEG decoder.)
-ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+ALLOWED_FORMATS = PICTURE_FORMATS
 
 
 class UploadError(Exception):
@@ -117,14 +118,18 @@ def _human(n: int) -> str:
 class ImageLimits:
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # ~6300x6300; a decoded RGBA image of this size is 160 MB
+    max_side: int = 16_384
+    max_aspect: float = 10.0  # a 1 x 39,000,000 strip is within the pixel limit but needs ~1 GB to decode
 
 
-def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
+def decode_image(data: bytes, limits: ImageLimits, min_side: int | None = None) -> Image.Image:
     """Decode an uploaded image by its content (the file name and declared type are ignored).
 
     Refuses, with an :class:`UploadError` carrying a message for the user: empty or oversized data, formats
-    outside :data:`ALLOWED_FORMATS`, more than ``max_pixels`` pixels (checked from the header, before any pixel
-    is decoded, so decompression bombs cost nothing), and corrupt or truncated files (fully decoded here).
+    outside :data:`ALLOWED_FORMATS`, sides, pixel counts or aspect ratios beyond ``limits`` (checked from the
+    header, before any pixel is decoded, so decompression bombs cost nothing), and corrupt or truncated files
+    (fully decoded here). ``min_side``: the short side the caller needs; larger pictures are decoded at a
+    reduced size where the format allows it (JPEG) and shrunk by an integer factor right after decoding.
     """
     if not data:
         raise UploadError(422, "the uploaded file is empty")
@@ -135,14 +140,10 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             # Our own pixel limit below is lower than PIL's; its bomb warning would only be log noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = img.size
-            if width <= 0 or height <= 0:
-                raise UploadError(422, "the image has zero size")
-            if width * height > limits.max_pixels:
-                raise UploadError(
-                    422,
-                    f"the image is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:.0f} megapixels",
-                )
+            _check_size(*img.size, limits)
+            if min_side and img.format == "JPEG" and min(img.size) > 2 * min_side:
+                scale = min(img.size) / min_side  # the decoder picks 1/2, 1/4 or 1/8, never below this size
+                img.draft(img.mode, (int(img.width / scale) + 1, int(img.height / scale) + 1))
             img.load()
     except UploadError:
         raise
@@ -152,4 +153,22 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise UploadError(422, "the image is too large to decode safely") from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError):
         raise UploadError(422, "the image file is corrupt or truncated and cannot be decoded") from None
+    factor = min(img.size) // min_side if min_side else 1
+    if factor >= 2:
+        try:
+            img = img.reduce(factor)  # keeps info (EXIF orientation included); frees the full-size pixels
+        except ValueError:  # a mode reduce does not handle (palette): pass it on at full size
+            pass
     return img
+
+
+def _check_size(width: int, height: int, limits: ImageLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise UploadError(422, "the image has zero size")
+    if max(width, height) > limits.max_side or max(width, height) > limits.max_aspect * min(width, height):
+        raise UploadError(422, f"the image is {width}x{height} pixels; sides up to {limits.max_side} pixels and "
+                               f"aspect ratios up to {limits.max_aspect:g}:1 are accepted")
+    if width * height > limits.max_pixels:
+        raise UploadError(
+            422, f"the image is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:.0f} megapixels"
+        )

@@ -81,8 +81,8 @@ class ImpliedCameras:
         if not path.is_file():
             return self
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(data, dict):
             raise DataError(f"{path}: expected a JSON object")

@@ -124,8 +124,8 @@ def _dataset_settings(root: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        settings = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(settings, dict):
         raise DataError(f"{path}: expected a JSON object")

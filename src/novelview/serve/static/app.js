@@ -1,7 +1,8 @@
 // novelview demo page. Plain JS, no build step, no external resources (the page's CSP forbids them).
 // Flow: pick image -> POST /api/preprocess (preview = what the model sees) -> POST /api/jobs -> progress over
 // server-sent events (falls back to polling) -> results with download links. Errors from the server are shown
-// verbatim: the API's messages are written for people.
+// verbatim: the API's messages are written for people. The job's token travels as the HttpOnly cookie that
+// POST /api/jobs sets for the job's own URLs, so every request below (fetch, EventSource, <img>) carries it.
 "use strict";
 
 (() => {
