@@ -264,6 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainResult:
     from accelerate import Accelerator
 
+    from novelview.data.formats import open_dataset
     from novelview.data.views import MultiViewDataset
     from novelview.models.presets import build_model
 
@@ -277,8 +278,9 @@ def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainRe
         ckpt.remove_partial_checkpoints(run_dir)
 
     # Everything that can fail on user input happens before anything is written.
-    dataset = MultiViewDataset(cfg.data, size=cfg.image_size, split="train", seed=cfg.seed)
-    val_dataset = _maybe_split(cfg, "val")
+    scenes = open_dataset(cfg.data)  # once: the splits share it (a million-object manifest is a gigabyte)
+    dataset = MultiViewDataset(scenes, size=cfg.image_size, split="train", seed=cfg.seed)
+    val_dataset = _maybe_split(cfg, "val", scenes)
     overrides = dict(cfg.model_overrides)
     if cfg.diffusion.learn_variance and cfg.objective == "diffusion":
         overrides["learn_variance"] = True
@@ -472,11 +474,11 @@ def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainRe
     return TrainResult(run_dir, final_path, cfg.steps, last_loss, nonfinite_total, logger.file, trained)
 
 
-def _maybe_split(cfg: TrainConfig, split: str) -> Any:
+def _maybe_split(cfg: TrainConfig, split: str, scenes: Any) -> Any:
     from novelview.data.views import MultiViewDataset
 
     try:
-        ds = MultiViewDataset(cfg.data, size=cfg.image_size, split=split, seed=cfg.seed)
+        ds = MultiViewDataset(scenes, size=cfg.image_size, split=split, seed=cfg.seed)
     except NovelviewError:
         return None
     return ds if len(ds) > 0 else None
