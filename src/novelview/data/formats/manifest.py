@@ -54,6 +54,8 @@ MANIFEST_VERSION = 1
 #: Up to this many views, opening checks every object's files against the manifest (about 4 stats per view).
 FULL_CHECK_VIEWS = 100_000
 _PATH_COLUMNS = ("images", "masks", "depths")
+#: Objects per Parquet row group: reading holds one group's decoding buffers at a time.
+ROW_GROUP_OBJECTS = 8_192
 _SCENES_KEPT = 256  # Scene records kept per sequence: a training item asks for its object several times
 
 
@@ -264,7 +266,7 @@ def save_manifest(root: Path, table: pa.Table, meta: dict[str, Any]) -> Path:
     table = table.replace_schema_metadata({b"novelview": json.dumps(meta).encode()})
     tmp = path.with_name(f".{path.name}{TMP_MARKER}{secrets.token_hex(4)}")
     try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=max(1, table.num_rows),
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_OBJECTS,
                        use_dictionary=[f"{c}.list.element" for c in _PATH_COLUMNS], write_statistics=False)
         os.replace(tmp, path)
     finally:
@@ -314,8 +316,7 @@ def load_manifest(
     if change:
         raise ManifestStale(f"{path} is out of date: {change}")
     try:
-        table = pq.read_table(path, memory_map=True, read_dictionary=[f"{c}.list.element" for c in _PATH_COLUMNS])
-        scenes = ManifestScenes(root, _Columns.from_table(table, meta), meta["format"], meta.get("settings", {}))
+        scenes = ManifestScenes(root, _Columns.read(path, meta), meta["format"], meta.get("settings", {}))
     except (OSError, pa.ArrowException, KeyError, ValueError) as err:
         raise ManifestStale(f"{path} is unreadable ({type(err).__name__}: {err})") from None
     if verify == "full" or (verify == "auto" and scenes.num_views <= FULL_CHECK_VIEWS):
@@ -327,15 +328,10 @@ def load_manifest(
 
 
 def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    """The array of a column read from one row group (one chunk as a rule)."""
     if column.num_chunks == 1:
         return column.chunk(0)
-    if column.num_chunks == 0:
-        return pa.array([], column.type)
-    if pa.types.is_list(column.type) and pa.types.is_dictionary(column.type.value_type):
-        # Row groups carry their own dictionaries: decode, join, encode once.
-        joined = pa.concat_arrays([c.cast(pa.list_(pa.string())) for c in column.chunks])
-        return pa.ListArray.from_arrays(joined.offsets, joined.values.dictionary_encode(), mask=joined.is_null())
-    return column.combine_chunks()
+    return pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
 
 
 @dataclass
@@ -347,25 +343,54 @@ class _PathLists:
     indices: np.ndarray  # [L] into names
     names: pa.Array  # distinct relative paths
 
-    @classmethod
-    def from_array(cls, column: pa.ChunkedArray) -> _PathLists:
-        arr = _one_chunk(column)
-        values = arr.values if pa.types.is_dictionary(arr.type.value_type) else arr.values.dictionary_encode()
-        return cls(arr.is_valid().to_numpy(zero_copy_only=False), arr.offsets.to_numpy().astype(np.int64),
-                   values.indices.to_numpy(zero_copy_only=False), values.dictionary)
-
     def paths(self, i: int, folder: Path) -> list[Path] | None:
         if not self.valid[i]:
             return None
         return [folder / self.names[int(k)].as_py() for k in self.indices[self.offsets[i] : self.offsets[i + 1]]]
 
 
+class _PathListsReader:
+    """Fills a :class:`_PathLists` row group by row group; each group brings its own dictionary of names."""
+
+    def __init__(self, objects: int, capacity: int) -> None:
+        self.valid = np.empty(objects, dtype=bool)
+        self.counts = np.empty(objects, dtype=np.int64)
+        self.indices = np.empty(capacity, dtype=np.int32)  # untouched pages of an unused tail cost no memory
+        self.filled = 0
+        self.parts: list[tuple[int, int, pa.Array]] = []
+
+    def add(self, column: pa.ChunkedArray, row: int) -> None:
+        arr = _one_chunk(column)
+        values = arr.flatten()
+        if not pa.types.is_dictionary(values.type):
+            values = values.dictionary_encode()
+        self.valid[row : row + len(arr)] = arr.is_valid().to_numpy(zero_copy_only=False)
+        self.counts[row : row + len(arr)] = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+        end = self.filled + len(values)
+        self.indices[self.filled : end] = values.indices.to_numpy(zero_copy_only=False)
+        self.parts.append((self.filled, end, values.dictionary))
+        self.filled = end
+
+    def finish(self) -> _PathLists:
+        dictionaries = [d for _, _, d in self.parts]
+        names = dictionaries[0] if dictionaries else pa.array([], pa.string())
+        if any(not d.equals(names) for d in dictionaries):
+            names = pc.unique(pa.concat_arrays(dictionaries))
+            for lo, hi, d in self.parts:
+                self.indices[lo:hi] = pc.index_in(d, value_set=names).to_numpy(zero_copy_only=False)[self.indices[lo:hi]]
+        offsets = np.concatenate([[0], np.cumsum(self.counts)])
+        return _PathLists(self.valid, offsets, self.indices[: self.filled], names)
+
+
+_NUMBERS = ("height", "width", "depth_scale", "stamp", *(f"camera_{key}" for key in CAMERA_SUMMARY_FIELDS))
+
+
 @dataclass
 class _Columns:
     """A manifest's arrays, shared by every subset of its scenes."""
 
-    names: pa.Array
-    folders: pa.Array
+    names: pa.ChunkedArray
+    folders: pa.ChunkedArray
     view_offsets: np.ndarray  # [N + 1]
     image_hw: np.ndarray  # [N, 2]
     images: _PathLists
@@ -375,33 +400,57 @@ class _Columns:
     poses: np.ndarray  # [M, 12 or 16]
     k_offsets: np.ndarray  # [N + 1] rows of k_values
     k_values: np.ndarray  # [*, 4]
-    distortion: pa.Array
+    distortion: pa.ChunkedArray
     summary: dict[str, np.ndarray]
     stamps: np.ndarray
 
     @classmethod
-    def from_table(cls, table: pa.Table, meta: dict[str, Any]) -> _Columns:
-        def numpy(name: str) -> np.ndarray:
-            return _one_chunk(table.column(name)).to_numpy(zero_copy_only=False)
-
-        images = _PathLists.from_array(table.column("images"))
-        per_view = int(meta.get("pose_values", 12))
-        poses, k = _one_chunk(table.column("poses")), _one_chunk(table.column("intrinsics"))
+    def read(cls, path: Path, meta: dict[str, Any]) -> _Columns:
+        """Read row group by row group into arrays of their final size: decoding a whole million-object file
+        at once would need several times its size in passing."""
+        source = pq.ParquetFile(path, read_dictionary=[f"{c}.list.element" for c in _PATH_COLUMNS])
+        n, views, per_view = int(meta["objects"]), int(meta["views"]), int(meta["pose_values"])
+        if source.metadata.num_rows != n:
+            raise ValueError(f"{source.metadata.num_rows} rows but its metadata says {n} objects")
+        schema = source.schema_arrow
+        numbers = {c: np.empty(n, dtype=schema.field(c).type.to_pandas_dtype()) for c in _NUMBERS}
+        numbers["depth_scale"] = np.empty(n, dtype=np.float64)
+        poses = np.empty((views, per_view), dtype=np.float32)
+        paths = {c: _PathListsReader(n, views) for c in _PATH_COLUMNS}
+        strings: dict[str, list[pa.Array]] = {"name": [], "folder": [], "distortion": []}
+        k_counts, k_parts = np.empty(n, dtype=np.int64), []
+        row = view = 0
+        for group in range(source.num_row_groups):
+            table = source.read_row_group(group)
+            rows = table.num_rows
+            for c, out in numbers.items():
+                out[row : row + rows] = table.column(c).to_numpy()
+            stored = _one_chunk(table.column("poses")).flatten().to_numpy().reshape(-1, per_view)
+            poses[view : view + len(stored)] = stored
+            for c, reader in paths.items():
+                reader.add(table.column(c), row)
+            k = _one_chunk(table.column("intrinsics"))
+            k_counts[row : row + rows] = pc.list_value_length(k).to_numpy() // 4
+            k_parts.append(k.flatten().to_numpy().reshape(-1, 4).copy())
+            for c, chunks in strings.items():
+                chunks.extend(table.column(c).chunks)
+            row, view = row + rows, view + len(stored)
+        images = paths["images"].finish()
         return cls(
-            names=_one_chunk(table.column("name")),
-            folders=_one_chunk(table.column("folder")),
+            names=pa.chunked_array(strings["name"], pa.string()),
+            folders=pa.chunked_array(strings["folder"], pa.string()),
             view_offsets=images.offsets,
-            image_hw=np.stack([numpy("height"), numpy("width")], axis=-1),
+            image_hw=np.stack([numbers["height"], numbers["width"]], axis=-1),
             images=images,
-            masks=_PathLists.from_array(table.column("masks")),
-            depths=_PathLists.from_array(table.column("depths")),
-            depth_scale=numpy("depth_scale").astype(np.float64),
-            poses=poses.values.to_numpy().reshape(-1, per_view),
-            k_offsets=k.offsets.to_numpy().astype(np.int64) // 4,
-            k_values=k.values.to_numpy().reshape(-1, 4),
-            distortion=_one_chunk(table.column("distortion")),
-            summary={key: numpy(f"camera_{key}") for key in CAMERA_SUMMARY_FIELDS},
-            stamps=numpy("stamp"),
+            masks=paths["masks"].finish(),
+            depths=paths["depths"].finish(),
+            depth_scale=numbers["depth_scale"],
+            poses=poses,
+            k_offsets=np.concatenate([[0], np.cumsum(k_counts)]),
+            k_values=np.concatenate(k_parts) if k_parts else np.empty((0, 4), np.float32),
+            distortion=pa.chunked_array(strings["distortion"], pa.string()),
+            summary={key: numbers[f"camera_{key}"] for key in CAMERA_SUMMARY_FIELDS},
+            stamps=numbers["stamp"],
         )
 
     def scene(self, i: int, root: Path, format: str) -> Scene:
