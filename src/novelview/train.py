@@ -278,7 +278,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: dict[str, bool]) -> TrainRe
         ckpt.remove_partial_checkpoints(run_dir)
 
     # Everything that can fail on user input happens before anything is written.
-    scenes = open_dataset(cfg.data)  # once: the splits share it (a million-object manifest is a gigabyte)
+    scenes = open_dataset(cfg.data)  # once: the splits share it (a million objects take about a gigabyte)
     dataset = MultiViewDataset(scenes, size=cfg.image_size, split="train", seed=cfg.seed)
     val_dataset = _maybe_split(cfg, "val", scenes)
     overrides = dict(cfg.model_overrides)

@@ -125,8 +125,8 @@ class MultiViewDataset(Dataset):
         from_folder = isinstance(path, (str, os.PathLike))
         scenes = open_dataset(path, format=format, manifest=manifest, **reader_args) if from_folder else path
         if not len(scenes):
-            raise DataError(f"{path if from_folder else getattr(scenes, 'root', None) or 'scenes'}: the dataset has "
-                            "no objects")
+            where = path if from_folder else getattr(scenes, "root", None) or "the scenes given"
+            raise DataError(f"{where}: the dataset has no objects")
         self.source = path if from_folder else None
         self.all_scenes = _by_name(scenes)
         self.split = split
