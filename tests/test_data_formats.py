@@ -27,6 +27,7 @@ from novelview.data.formats import (
 )
 from novelview.data.formats.blender import write_blender
 from novelview.data.formats.pairs import ImpliedCameras
+from novelview.data.formats.manifest import MANIFEST_DIR
 from novelview.data.formats.srn import read_depth
 from novelview.data.synthetic import SynthConfig, generate
 from novelview.data.viewpoints import CameraDistribution
@@ -38,8 +39,9 @@ SIZE = SYNTH_SIZE  # of the shared synth_dir fixture (conftest.py)
 
 
 def tree_bytes(root: Path) -> dict[str, str]:
+    """Hashes of the dataset's files; the manifest records modification times, so it is left out."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and MANIFEST_DIR not in p.parts}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -49,7 +51,8 @@ def tree_bytes(root: Path) -> dict[str, str]:
 
 def test_synth_layout(synth_dir: Path) -> None:
     objects = sorted(p.name for p in synth_dir.iterdir() if p.is_dir())
-    assert objects == ["obj_00000", "obj_00001", "obj_00002"]
+    assert objects == [MANIFEST_DIR, "obj_00000", "obj_00001", "obj_00002"]
+    assert (synth_dir / MANIFEST_DIR / "manifest.parquet").is_file()
     obj = synth_dir / "obj_00000"
     lines = (obj / "intrinsics.txt").read_text().splitlines()
     f, cx, cy, zero = (float(x) for x in lines[0].split())

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from novelview import cameras
-from novelview.data.formats import load_view, load_view_mask, open_dataset
+from novelview.data.formats import ManifestScenes, load_view, load_view_mask, manifest_status, open_dataset
 from novelview.data.synthetic import Primitive, SynthObject, render
 from novelview.data.viewpoints import CameraDistribution
 
@@ -222,6 +222,7 @@ def test_cli_render_skips_broken_meshes_and_resumes(mesh_dir: Path, tmp_path: Pa
     assert any("broken.glb" in line and "cannot load" in line for line in failures)
     assert any("empty.obj" in line and "empty" in line for line in failures)
     scenes = open_dataset(out)  # strict: what was written is complete and valid
+    assert isinstance(scenes, ManifestScenes)  # read through the manifest written at the end
     assert sorted(s.name for s in scenes) == ["ball", "box"]
     assert all(s.num_views == 3 and s.depth_paths and s.mask_paths for s in scenes)
     info = json.loads((out / "dataset.json").read_text())
@@ -238,6 +239,7 @@ def test_cli_render_skips_broken_meshes_and_resumes(mesh_dir: Path, tmp_path: Pa
     assert "rendered 1, skipped 1 already complete, failed 2" in result.output
     assert (out / "box" / "rgb" / "000000.png").stat().st_mtime_ns == stamp
     assert not (out / "ball.tmp-deadbeef").exists() and (out / "ball" / "intrinsics.txt").exists()
+    assert manifest_status(out)[0] is True and len(open_dataset(out)) == 2  # rewritten for the resumed run
     # Other settings in the same folder are refused rather than mixed.
     result = runner.invoke(app_(), args[:-2] + ["--seed", "8"])
     assert result.exit_code != 0 and "seed 7 -> 8" in str(result.exception)

@@ -324,6 +324,7 @@ class _Run:
     def __init__(self, cfg: TrainConfig, resume: bool) -> None:
         from accelerate import Accelerator
 
+        from novelview.data.formats import open_dataset
         from novelview.data.views import MultiViewDataset
         from novelview.models.presets import build_model
 
@@ -331,8 +332,9 @@ class _Run:
         self.start_step = self.steps_taken = 0
         existing = _existing_checkpoints(self.run_dir, resume)
         # Everything that can fail on user input happens before anything is written.
-        self.dataset = MultiViewDataset(cfg.data, size=cfg.image_size, split="train", seed=cfg.seed)
-        self.val_dataset = _maybe_split(cfg, "val")
+        scenes = open_dataset(cfg.data)  # once: the splits share it (a million objects take about a gigabyte)
+        self.dataset = MultiViewDataset(scenes, size=cfg.image_size, split="train", seed=cfg.seed)
+        self.val_dataset = _maybe_split(cfg, "val", scenes)
         saved = ckpt.read_config(existing[-1]) if resume else None
         overrides = _model_overrides(cfg, self.dataset.camera_stats(), saved.model if saved else None)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
@@ -518,6 +520,7 @@ def _existing_checkpoints(run_dir: Path, resume: bool) -> list[Path]:
     return existing
 
 
+
 def _check_model_fits_objective(model: nn.Module, cfg: TrainConfig) -> None:
     renders_rays = model.config.family == "pixelnerf"
     if renders_rays and cfg.objective != "regression":
@@ -539,11 +542,11 @@ def _check_process_group(world: int, batch_size: int) -> None:
         raise ConfigError(f"--batch-size {batch_size} must be divisible by the number of processes ({world})")
 
 
-def _maybe_split(cfg: TrainConfig, split: str) -> Any:
+def _maybe_split(cfg: TrainConfig, split: str, scenes: Any) -> Any:
     from novelview.data.views import MultiViewDataset
 
     try:
-        ds = MultiViewDataset(cfg.data, size=cfg.image_size, split=split, seed=cfg.seed)
+        ds = MultiViewDataset(scenes, size=cfg.image_size, split=split, seed=cfg.seed)
     except NovelviewError:
         return None
     return ds if len(ds) > 0 else None

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from novelview.data.formats import Problems, camera_statistics, check_images, detect_format, open_dataset
+from novelview.data.formats import (
+    Problems,
+    camera_statistics,
+    check_images,
+    detect_format,
+    manifest_status,
+    open_dataset,
+)
 from novelview.errors import NovelviewError
 
 
@@ -25,6 +32,7 @@ class DatasetReport:
     distorted_views: int = 0  # views with lens distortion (undistorted when loaded)
     settings: dict[str, Any] = field(default_factory=dict)
     files_checked: int = 0
+    manifest: str = ""  # whether the folder has a current manifest (not a problem of the dataset either way)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -66,6 +74,8 @@ class DatasetReport:
                 out.append(f"generator:  {gen} (seed {self.settings.get('seed')})")
             if self.files_checked:
                 out.append(f"checked:    {self.files_checked} files fully decoded")
+        if self.manifest:
+            out.append(f"manifest:   {self.manifest}")
         if self.problems:
             out.append(f"problems:   {len(self.problems)}")
             out.extend(f"  - {p}" for p in self.problems)
@@ -79,12 +89,14 @@ class DatasetReport:
 def inspect_dataset(path: str | Path, format: str = "auto", decode: bool = True, **reader_args: Any) -> DatasetReport:
     """Read ``path`` leniently and collect every problem (unreadable files, bad poses, missing views, ...).
 
-    ``decode``: also fully decode every image/mask/depth file (slower, finds truncated files).
+    The folder itself is read (a manifest would hide the files' problems); whether its manifest is current is
+    reported beside. ``decode``: also fully decode every image/mask/depth file (slower, finds truncated files).
     """
     report = DatasetReport(path=Path(path))
     try:
         report.format = detect_format(path) if format == "auto" else format
-        scenes = open_dataset(path, format=report.format, strict=False, **reader_args)
+        report.manifest = manifest_status(path, verify="full")[1]
+        scenes = open_dataset(path, format=report.format, strict=False, manifest=False, **reader_args)
     except NovelviewError as err:
         report.problems.append(str(err))
         return report

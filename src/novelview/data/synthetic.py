@@ -18,9 +18,10 @@ Output (`novelview data synth OUT`): SRN layout, see :mod:`novelview.data.format
     OUT/obj_00000/mask/000000.png     uint8: 255 = object
     OUT/obj_00000/object.json         the primitives (for debugging / analytic checks)
     OUT/dataset.json                  generator settings and camera distribution
+    OUT/.novelview/manifest.parquet   the dataset's manifest (:mod:`novelview.data.formats.manifest`)
 
 Determinism: object ``i`` and its cameras depend only on ``(seed, i)``, never on the number of objects, and
-the same settings give the same bytes.
+the same settings give the same bytes (the manifest aside: it records modification times).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from torch import Tensor
 
 from novelview import cameras
 from novelview.data.atomic import atomic_directory, write_text_atomic
+from novelview.data.formats import write_manifest
 from novelview.data.formats.srn import (
     DATASET_FORMAT_VERSION,
     DEPTH_SCALE,
@@ -490,8 +492,10 @@ def generate(
     overwrite: bool = False,
     progress: bool = True,
     workers: int = 1,
+    manifest: bool = True,
 ) -> Path:
-    """Write the procedural dataset to ``out`` atomically (see the module docstring).
+    """Write the procedural dataset to ``out`` atomically (see the module docstring), then its manifest
+    (unless ``manifest`` is false).
 
     ``workers=1``: rendering (torch, one thread) overlaps with PNG encoding and file writes (a small thread
     pool; PIL and file I/O release the GIL), which keeps both cores of a small machine busy. ``workers=N``:
@@ -520,6 +524,8 @@ def generate(
         bar.close()
         # No timings or dates in here: the same settings must give the same bytes.
         write_text_atomic(tmp / "dataset.json", json.dumps(dataset_json(cfg), indent=2) + "\n")
+    if manifest:
+        write_manifest(out, format="srn")
     return out
 
 

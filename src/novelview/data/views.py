@@ -13,28 +13,36 @@ different seeds and the evaluator agree on the split). Default fractions: 10 % v
 rounded, and at least one object each when there are 3 or more objects; the training split always keeps at
 least one object (a dataset of 1-2 objects is all training). ``split="all"`` uses every object.
 
-**Cache.** Decoded, squared and resized images are kept in memory as uint8 (``cache=True``): the datasets are
-small, and decoding a PNG on every step would cost more than a training step of a tiny model. ``preload=True``
-decodes everything up front (do it before starting DataLoader workers so that they share the memory).
+**Cache.** Decoded, squared and resized images are kept in memory as uint8: decoding a PNG on every step
+would cost more than a training step of a tiny model. By default (``cache=None``) the cache is on when the
+split's views fit in :data:`CACHE_BUDGET_BYTES` at the training size, and off for larger datasets, which would
+otherwise fill the memory as training visits them. ``preload=True`` decodes everything up front (do it before
+starting DataLoader workers so that they share the memory).
+
+**Scale.** Opened from a manifest (:mod:`novelview.data.formats.manifest`), the scenes stay columns of arrays
+and each is built when an item needs it; the name order, the split, the item offsets and the camera statistics
+are computed on those arrays, so a million objects are ready in seconds.
 """
 
 from __future__ import annotations
 
-import bisect
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from novelview.data.formats import Scene, camera_statistics, load_view_uint8, open_dataset
+from novelview.data.formats import ManifestScenes, Scene, camera_statistics, load_view_uint8, open_dataset
 from novelview.errors import ConfigError, DataError
 from novelview.images import Crop, uint8_to_tensor
 
 SPLITS = ("train", "val", "test", "all")
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.1
+#: The default cache is on while a split's decoded views take at most this much memory.
+CACHE_BUDGET_BYTES = 2 * 2**30
 
 
 def split_objects(
@@ -66,15 +74,34 @@ def split_objects(
     }
 
 
+def _by_name(scenes: Sequence[Scene]) -> Sequence[Scene]:
+    if isinstance(scenes, ManifestScenes):
+        return scenes.subset(scenes.name_order())
+    return sorted(scenes, key=lambda s: s.name)
+
+
+def _take(scenes: Sequence[Scene], indices: list[int]) -> Sequence[Scene]:
+    if isinstance(scenes, ManifestScenes):
+        return scenes.subset(indices)
+    return [scenes[i] for i in indices]
+
+
+def _view_counts(scenes: Sequence[Scene]) -> np.ndarray:
+    if isinstance(scenes, ManifestScenes):
+        return scenes.view_counts()
+    return np.array([s.num_views for s in scenes], dtype=np.int64)
+
+
 class MultiViewDataset(Dataset):
     """Pairs of views of one object with their cameras (see the module docstring and docs/architecture.md).
 
-    ``path`` is a dataset folder in any supported format, or an already-read list of scenes.
+    ``path`` is a dataset folder in any supported format (read through its manifest when it has a current one
+    and ``manifest`` is true), or already-read scenes (what ``open_dataset`` returns, or a list).
     """
 
     def __init__(
         self,
-        path: str | Path | list[Scene],
+        path: str | Path | Sequence[Scene],
         size: int,
         split: str = "train",
         seed: int = 0,
@@ -83,8 +110,9 @@ class MultiViewDataset(Dataset):
         split_seed: int = 0,
         format: str = "auto",
         crop: Crop = "center",
-        cache: bool = True,
+        cache: bool | None = None,
         preload: bool = False,
+        manifest: bool = True,
         **reader_args: Any,
     ) -> None:
         if split not in SPLITS:
@@ -94,31 +122,35 @@ class MultiViewDataset(Dataset):
         size = int(size)
         if crop not in ("center", "pad"):
             raise ConfigError(f"crop must be 'center' or 'pad', got {crop!r}")
-        scenes = list(path) if isinstance(path, list) else list(open_dataset(path, format=format, **reader_args))
-        if not scenes:
-            raise DataError(f"{path}: the dataset has no objects")
-        self.source = path if not isinstance(path, list) else None
-        self.all_scenes = sorted(scenes, key=lambda s: s.name)
+        from_folder = isinstance(path, (str, os.PathLike))
+        scenes = open_dataset(path, format=format, manifest=manifest, **reader_args) if from_folder else path
+        if not len(scenes):
+            where = path if from_folder else getattr(scenes, "root", None) or "the scenes given"
+            raise DataError(f"{where}: the dataset has no objects")
+        self.source = path if from_folder else None
+        self.all_scenes = _by_name(scenes)
         self.split = split
         self.split_indices = split_objects(len(self.all_scenes), split_seed, val_fraction, test_fraction)
-        self.scenes: list[Scene] = [self.all_scenes[i] for i in self.split_indices[split]]
-        for scene in self.scenes:
-            if scene.num_views < 2:
-                raise DataError(f"{scene.root or scene.name}: needs at least 2 views to form a pair")
+        self.scenes = _take(self.all_scenes, self.split_indices[split])
+        self._counts = _view_counts(self.scenes)
+        short = np.flatnonzero(self._counts < 2)
+        if len(short):
+            scene = self.scenes[int(short[0])]
+            raise DataError(f"{scene.root or scene.name}: needs at least 2 views to form a pair")
+        self._offsets = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
         self.size = size
         self.seed = seed
         self.crop: Crop = crop
         self.epoch = 0
-        self.cache_enabled = cache
+        self.cache_enabled = cache if cache is not None else len(self) * size * size * 3 <= CACHE_BUDGET_BYTES
         self._cache: dict[tuple[int, int], tuple[np.ndarray, Tensor]] = {}
-        self._offsets = np.cumsum([0] + [s.num_views for s in self.scenes]).tolist()
         if preload:
             self.preload()
 
     # -- sizes and bookkeeping -------------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return self._offsets[-1]
+        return int(self._offsets[-1])
 
     def set_epoch(self, epoch: int) -> None:
         """Select which pairs this epoch uses (pairs are a function of ``(seed, epoch, index)``)."""
@@ -134,9 +166,9 @@ class MultiViewDataset(Dataset):
         """``(object_index, cond_view, target_view)`` of item ``index`` in ``epoch`` (default: the current)."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        obj = bisect.bisect_right(self._offsets, index) - 1
-        cond = index - self._offsets[obj]
-        n = self.scenes[obj].num_views
+        obj = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        cond = index - int(self._offsets[obj])
+        n = int(self._counts[obj])
         rng = np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
         target = int(rng.integers(n - 1))
         target += target >= cond  # any view but the condition
@@ -185,4 +217,4 @@ class MultiViewDataset(Dataset):
                 f"objects={len(self.scenes)}/{len(self.all_scenes)}, items={len(self)})")
 
 
-__all__ = ["DEFAULT_TEST_FRACTION", "DEFAULT_VAL_FRACTION", "MultiViewDataset", "split_objects"]
+__all__ = ["CACHE_BUDGET_BYTES", "DEFAULT_TEST_FRACTION", "DEFAULT_VAL_FRACTION", "MultiViewDataset", "split_objects"]

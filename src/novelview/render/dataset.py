@@ -13,6 +13,8 @@ has no place for depth, so none is written.
 * **Robust**: a mesh that fails to load, has no faces or fails to render is reported, listed with the reason
   in ``OUT/failures.txt`` and skipped; the run goes on. Missing EGL is reported up front with what to install.
 * **Deterministic**: an object's cameras depend on ``(seed, object name)`` only.
+* **Indexed**: at the end the dataset's manifest (``OUT/.novelview/manifest.parquet``) is written, so training
+  opens it without reading every object folder.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 from PIL import Image
 
 from novelview.data.atomic import atomic_directory, check_writable_target, is_temporary, write_text_atomic
+from novelview.data.formats import write_manifest
 from novelview.data.formats.blender import BlenderSceneWriter
 from novelview.data.formats.colmap import ColmapSceneWriter
 from novelview.data.formats.srn import (
@@ -90,6 +93,8 @@ class RenderSummary:
     rendered: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (mesh path, reason)
+    manifest: Path | None = None
+    manifest_error: str | None = None  # why no manifest was written (the dataset itself is complete)
 
 
 def object_cameras(cfg: RenderConfig, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,8 +205,10 @@ def render_dataset(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    manifest: bool = True,
 ) -> RenderSummary:
-    """Render every mesh under ``mesh_dir`` into ``out`` (see the module docstring)."""
+    """Render every mesh under ``mesh_dir`` into ``out`` (see the module docstring); ``manifest``: then write
+    its manifest."""
     from tqdm.auto import tqdm
 
     from novelview.render.gl import check_available
@@ -243,6 +250,11 @@ def render_dataset(
     elif failures.exists():
         failures.unlink()
     write_text_atomic(out / "dataset.json", json.dumps(_dataset_json(cfg, mesh_dir, summary, len(meshes)), indent=2))
+    if manifest and (summary.rendered or summary.skipped):
+        try:
+            summary.manifest = write_manifest(out, format=cfg.format)
+        except NovelviewError as err:
+            summary.manifest_error = str(err)
     return summary
 
 

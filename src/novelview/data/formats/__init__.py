@@ -10,12 +10,14 @@ Formats (see each module's docstring for the exact layout):
 
 ``open_dataset(path)`` detects the format and raises the first problem as a ``DataError``/``PoseError``
 naming the file; ``open_dataset(path, strict=False)`` instead skips broken views/objects and lists every
-problem in ``collection.problems`` (what `novelview data info` prints).
+problem in ``collection.problems`` (what `novelview data info` prints). A current manifest
+(:mod:`~novelview.data.formats.manifest`, written by :func:`write_manifest`) replaces reading the folder.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,18 @@ from novelview.data.formats.blender import find_scenes as _blender_scenes
 from novelview.data.formats.blender import read_blender
 from novelview.data.formats.colmap import find_scenes as _colmap_scenes
 from novelview.data.formats.colmap import read_colmap
+from novelview.data.formats.manifest import (
+    MANIFEST_DIR,
+    ManifestScenes,
+    ManifestStale,
+    load_manifest,
+    manifest_path,
+    read_metadata,
+    reader_options,
+    root_stamp,
+    save_manifest,
+    table_from_scenes,
+)
 from novelview.data.formats.pairs import ImpliedCameras, is_mvc_dataset, is_ring_dataset, read_mvc, read_rings
 from novelview.data.formats.scene import (
     Problems,
@@ -55,6 +69,7 @@ from novelview.images import (
 )
 
 FORMATS = ("srn", "blender", "colmap", "ring", "mvc")
+_log = logging.getLogger("novelview.data")
 
 
 def detect_format(path: str | Path) -> str:
@@ -88,15 +103,30 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def open_dataset(path: str | Path, format: str = "auto", strict: bool = True, **reader_args: Any) -> SceneCollection:
+def open_dataset(
+    path: str | Path, format: str = "auto", strict: bool = True, manifest: bool = True, **reader_args: Any
+) -> SceneCollection | ManifestScenes:
     """Read a dataset into a :class:`SceneCollection` (a ``list[Scene]``).
 
     ``format``: ``"auto"`` or one of :data:`FORMATS`. ``reader_args`` go to the reader (e.g. the
     :class:`~novelview.data.formats.pairs.ImpliedCameras` fields ``elevation_deg=20`` for rings/MVC).
     Strict (default): raise the first problem. Lenient: skip what is broken, list it in ``.problems``.
     Every scene returned has at least two views (a pair is the unit of novel view synthesis).
+
+    ``manifest``: when the folder has a current manifest made for this format and these reader options, return
+    its :class:`~novelview.data.formats.manifest.ManifestScenes` (the same scenes, built on access) instead of
+    reading the folder; an out-of-date one is reported as a warning and the folder is read.
     """
     path = Path(path)
+    if manifest and path.is_dir():
+        try:
+            found = load_manifest(path, format, reader_args)
+        except ManifestStale as err:
+            _log.warning("%s; reading the folder instead (`novelview data index %s` rewrites the manifest)",
+                         err, path)
+        else:
+            if found is not None:
+                return found
     problems = Problems(strict=strict)
     fmt = detect_format(path) if format == "auto" else format
     readers = {"srn": read_srn, "blender": read_blender, "colmap": read_colmap, "ring": read_rings, "mvc": read_mvc}
@@ -117,6 +147,43 @@ def open_dataset(path: str | Path, format: str = "auto", strict: bool = True, **
     if not usable and not problems.messages:
         problems.add(DataError(f"{path}: no usable objects found"))
     return collection
+
+
+def write_manifest(path: str | Path, format: str = "auto", **reader_args: Any) -> Path:
+    """Read the dataset at ``path`` from its folder (strictly: the first problem is raised and nothing is
+    written) and write its manifest, ``path/.novelview/manifest.parquet``. Returns the manifest's path.
+
+    Do not change the dataset while it is being indexed: a change made during the reading may go unnoticed.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    options = reader_options(reader_args)
+    folder = root / MANIFEST_DIR
+    created = not folder.exists()
+    folder.mkdir(exist_ok=True)  # before the root is stamped: creating it changes the root's time
+    try:
+        stamp = root_stamp(root)
+        scenes = open_dataset(root, format=format, manifest=False, **reader_args)
+        meta = {"format": scenes.format, "reader_args": options, "settings": scenes.settings, "root": stamp}
+        return save_manifest(root, table_from_scenes(scenes, root), meta)
+    except BaseException:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def manifest_status(path: str | Path, verify: str = "auto") -> tuple[bool | None, str]:
+    """``(current, description)`` of the manifest at ``path``: current True/False, or None when there is none."""
+    try:
+        meta = read_metadata(path)
+        if meta is None:
+            return None, f"none (`novelview data index {path}` writes one)"
+        scenes = load_manifest(path, meta["format"], meta.get("reader_args"), verify=verify)
+    except ManifestStale as err:
+        return False, f"{err}; `novelview data index {path}` rewrites it"
+    assert scenes is not None
+    return True, f"current ({len(scenes)} objects, {scenes.num_views} views; {manifest_path(path)})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,6 +294,8 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
 __all__ = [
     "FORMATS",
     "ImpliedCameras",
+    "ManifestScenes",
+    "ManifestStale",
     "Problems",
     "Scene",
     "SceneCollection",
@@ -236,6 +305,8 @@ __all__ = [
     "load_view",
     "load_view_mask",
     "load_view_uint8",
+    "manifest_status",
     "open_dataset",
     "view_intrinsics",
+    "write_manifest",
 ]

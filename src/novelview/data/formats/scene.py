@@ -6,8 +6,9 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -222,7 +223,86 @@ def image_header_size(path: Path) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
+#: What a manifest stores per object about its cameras; any subset's statistics follow from these columns.
+CAMERA_SUMMARY_FIELDS = ("views", "elevation_sum", "elevation_min", "elevation_max", "radius_sum", "radius_min",
+                         "radius_max", "fov_sum", "look_at_offset", "up_tilt_deg", "centred")
+#: Objects measured in one batched solve (bounds the memory of a million-object summary).
+_SUMMARY_BATCH = 4096
+
+
+def capture_summary(poses: Tensor, fov_deg: Tensor) -> dict[str, np.ndarray]:
+    """Per-capture camera measurements (:data:`CAMERA_SUMMARY_FIELDS`) of ``n`` captures of ``V`` views each:
+    ``poses [n, V, 4, 4]``, horizontal fields of view ``fov_deg [n, V]``. Each capture is measured in its own
+    frame (:func:`cameras.capture_frame`); see :func:`camera_statistics`."""
+    poses = poses.double()
+    frame = cameras.capture_frame(poses)
+    elevation, radius = cameras.capture_spherical(poses, frame)
+    fov = fov_deg.double()
+    return {
+        "views": np.full(poses.shape[0], poses.shape[1], dtype=np.int64),
+        "elevation_sum": elevation.sum(-1).numpy(),
+        "elevation_min": elevation.amin(-1).numpy(),
+        "elevation_max": elevation.amax(-1).numpy(),
+        "radius_sum": radius.sum(-1).numpy(),
+        "radius_min": radius.amin(-1).numpy(),
+        "radius_max": radius.amax(-1).numpy(),
+        "fov_sum": fov.sum(-1).numpy(),
+        "look_at_offset": frame.point.double().norm(dim=-1).numpy(),
+        "up_tilt_deg": frame.up_tilt_deg.numpy(),
+        "centred": frame.centred.numpy(),
+    }
+
+
+def camera_summary(scenes: Sequence[Scene]) -> dict[str, np.ndarray]:
+    """:func:`capture_summary` of every scene, in order. A manifest-backed sequence hands over the columns it
+    stores instead of measuring again."""
+    stored = getattr(scenes, "camera_summary", None)
+    if callable(stored):
+        return stored()
+    by_views: dict[int, list[int]] = {}
+    for i, s in enumerate(scenes):
+        by_views.setdefault(s.num_views, []).append(i)
+    out: dict[str, np.ndarray] = {}
+    for group in by_views.values():  # one batched solve per view count: datasets have 10^5 objects
+        for lo in range(0, len(group), _SUMMARY_BATCH):
+            chunk = group[lo : lo + _SUMMARY_BATCH]
+            poses = torch.stack([scenes[i].poses for i in chunk])
+            fovs = torch.stack([cameras.fov_of(scenes[i].intrinsics.double(), min(scenes[i].image_size))
+                                for i in chunk])
+            for key, values in capture_summary(poses, fovs).items():
+                if key not in out:
+                    out[key] = np.empty(len(scenes), dtype=values.dtype)
+                out[key][chunk] = values
+    return out
+
+
+def summarise_cameras(summary: dict[str, np.ndarray]) -> dict[str, float]:
+    """The statistics of :func:`camera_statistics` from per-object :func:`capture_summary` columns."""
+    views = summary["views"]
+    if len(views) == 0:
+        return {}
+    total = int(views.sum())
+
+    def f(x: float) -> float:
+        v = float(x)
+        return round(v, 6) if math.isfinite(v) else v
+
+    return {
+        "radius": f(summary["radius_sum"].sum() / total),
+        "radius_min": f(summary["radius_min"].min()),
+        "radius_max": f(summary["radius_max"].max()),
+        "fov_deg": f(summary["fov_sum"].sum() / total),
+        "elevation_mean": f(summary["elevation_sum"].sum() / total),
+        "elevation_min": f(summary["elevation_min"].min()),
+        "elevation_max": f(summary["elevation_max"].max()),
+        "views": total,
+        "look_at_offset": f(summary["look_at_offset"].mean()),
+        "up_tilt_deg": f(summary["up_tilt_deg"].mean()),
+        "forward_facing": int((~summary["centred"].astype(bool)).sum()),
+    }
+
+
+def camera_statistics(scenes: Sequence[Scene]) -> dict[str, float]:
     """Camera distance, horizontal field of view and elevation over all views of ``scenes``.
 
     Each scene is measured in its own frame (:func:`cameras.capture_spherical`): distances from the point its
@@ -235,51 +315,21 @@ def camera_statistics(scenes: list[Scene]) -> dict[str, float]:
     the world origin), ``up_tilt_deg`` (mean angle between the scenes' up and world +z) and
     ``forward_facing`` (scenes without a looked-at point, measured from the origin).
     """
-    if not scenes:
+    if not len(scenes):
         return {}
-    elevations, radii, offsets, tilts = [], [], [], []
-    forward_facing = 0
-    by_views: dict[int, list[Scene]] = {}
-    for s in scenes:
-        by_views.setdefault(s.num_views, []).append(s)
-    for group in by_views.values():  # one batched solve per view count: datasets have 10^5 objects
-        poses = torch.stack([s.poses for s in group]).double()
-        frame = cameras.capture_frame(poses)
-        elevation, radius = cameras.capture_spherical(poses, frame)
-        elevations.append(elevation.flatten())
-        radii.append(radius.flatten())
-        offsets.append(frame.point.norm(dim=-1))
-        tilts.append(frame.up_tilt_deg)
-        forward_facing += int((~frame.centred).sum())
-    elevation, radius = torch.cat(elevations), torch.cat(radii)
-    fovs = torch.cat([cameras.fov_of(s.intrinsics.double(), min(s.image_size)) for s in scenes])
-
-    def f(x: Tensor) -> float:
-        v = float(x)
-        return round(v, 6) if math.isfinite(v) else v
-
-    return {
-        "radius": f(radius.mean()),
-        "radius_min": f(radius.min()),
-        "radius_max": f(radius.max()),
-        "fov_deg": f(fovs.mean()),
-        "elevation_mean": f(elevation.mean()),
-        "elevation_min": f(elevation.min()),
-        "elevation_max": f(elevation.max()),
-        "views": len(radius),
-        "look_at_offset": f(torch.cat(offsets).mean()),
-        "up_tilt_deg": f(torch.cat(tilts).mean()),
-        "forward_facing": forward_facing,
-    }
+    return summarise_cameras(camera_summary(scenes))
 
 
 __all__ = [
+    "CAMERA_SUMMARY_FIELDS",
     "IMAGE_SUFFIXES",
     "Problems",
     "Scene",
     "SceneCollection",
     "as_4x4",
     "camera_statistics",
+    "camera_summary",
+    "capture_summary",
     "image_header",
     "image_header_size",
     "list_images",
@@ -287,4 +337,5 @@ __all__ = [
     "natural_key",
     "read_numbers",
     "read_pose_file",
+    "summarise_cameras",
 ]
