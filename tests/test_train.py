@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -391,3 +392,68 @@ def test_a_new_run_that_fails_early_leaves_nothing_and_leftovers_are_cleaned(
     result = train(_cfg(dataset, run, steps=4), resume=True)
     assert not leftover.exists() and [p.name for p in ckpt.list_checkpoints(run)][-1] == "step_0000004"
     assert result.model.config.pose_scale == 1.75  # a resumed model keeps the scale its weights learned
+
+
+def test_warm_up_scales_with_the_run_and_a_resumed_run_keeps_it(dataset: Path, tmp_path: Path) -> None:
+    """A short run reaches its learning rate (the default warm-up is 5 % of the run, at most 200 steps), and a
+    resumed run with more --steps keeps the warm-up it started with."""
+    short = TrainConfig(data="d", out="o", steps=40)
+    assert lr_factor(1, short) == 1.0 and lr_factor(0, short) == 0.5  # 2 warm-up steps
+    assert lr_factor(199, TrainConfig(data="d", out="o", steps=12_000)) == 1.0
+    assert lr_factor(99, TrainConfig(data="d", out="o", steps=12_000)) == 0.5
+    run = tmp_path / "w"
+    train(_cfg(dataset, run, steps=20, warmup_steps=None, checkpoint_every=20))
+    train(_cfg(dataset, run, steps=40, warmup_steps=None, checkpoint_every=20), resume=True)
+    settings = json.loads((ckpt.list_checkpoints(run)[-1] / ckpt.CONFIG_FILE).read_text())["training"]
+    assert settings["warmup_steps"] == 1  # 5 % of the first run's 20 steps, not of 40
+
+
+def test_a_corrupt_view_in_the_validation_split_fails_before_the_first_step(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from novelview.data.views import MultiViewDataset
+
+    broken = Path(shutil.copytree(dataset, tmp_path / "broken"))
+    shutil.rmtree(broken / ".novelview", ignore_errors=True)  # the manifest describes the intact folder
+    val = MultiViewDataset(broken, size=16, split="val")
+    victim = val.scenes[0].image_paths[2]
+    victim.write_bytes(victim.read_bytes()[:60])  # a truncated PNG: its header still reads
+    calls = {"n": 0}
+
+    def counting(model, batch, step):
+        calls["n"] += 1
+        raise AssertionError("training must not start")
+
+    with pytest.raises(NovelviewError, match=str(victim.name)):
+        train(_cfg(broken, tmp_path / "run"), loss_fn=counting)
+    assert calls["n"] == 0 and not (tmp_path / "run").exists()
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights_and_lowers_the_loss(dataset: Path, tmp_path: Path) -> None:
+    """--init: the first step's loss is the pretrained model's loss on that batch, the model and objective come
+    from the checkpoint (whatever --model says), and training on the new data lowers the loss."""
+    from novelview.diffusion import DiffusionConfig
+    from novelview.train import make_objective
+
+    pretrained = tmp_path / "pre"
+    train(_cfg(dataset, pretrained, model="dit-tiny", steps=6, checkpoint_every=6,
+               diffusion=DiffusionConfig(prediction="x0", self_condition=True)))
+    model, _ = ckpt.load_model(pretrained)
+    cfg = _cfg(dataset, tmp_path / "tuned", model="xunet-tiny", steps=30, init=str(pretrained), lr=3e-3,
+               checkpoint_every=30, warmup_steps=0)
+    objective = make_objective(dataclasses.replace(cfg, diffusion=DiffusionConfig(prediction="x0",
+                                                                                   self_condition=True)))
+    seen: list[tuple[float, float]] = []
+
+    def recording(trained, batch, step):
+        losses = objective(trained, batch, step)
+        if step == 0:
+            with torch.no_grad():
+                seen.append((losses["loss"].item(), objective(model.train(), batch, 0)["loss"].item()))
+        return losses
+
+    result = train(cfg, loss_fn=recording)
+    assert seen[0][0] == pytest.approx(seen[0][1], rel=1e-5)
+    assert result.model.config.family == "dit"  # the checkpoint's model, not --model
+    log = [json.loads(line) for line in result.log_file.read_text().splitlines() if '"loss"' in line]
+    assert sum(r["loss"] for r in log[-5:]) < sum(r["loss"] for r in log[:5])

@@ -151,7 +151,11 @@ def train(
     steps: int = typer.Option(10_000, "--steps", help="Total optimizer steps."),
     batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split across processes."),
     lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
-    warmup: int = typer.Option(200, "--warmup", help="Linear warm-up steps."),
+    warmup: Optional[int] = typer.Option(
+        None, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 200)."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Fine-tune: start from this checkpoint's weights, model and objective (new optimiser; "
+        "--model and the diffusion options are taken from it)."),
     decay_steps: int = typer.Option(
         0, "--decay-steps", help="Decay the LR linearly to zero over the last N steps (0: constant, so the run can "
         "be continued; resuming with a larger --steps and --decay-steps cools a constant run down)."),
@@ -220,6 +224,7 @@ def train(
         precision=precision,
         ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep, val_every=val_every, sample_every=sample_every, rays_per_image=rays_per_image,
+        init=None if init is None else str(init),
     )
     _check_out(out)
     from novelview.models.presets import preset_config

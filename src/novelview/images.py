@@ -26,7 +26,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +75,25 @@ def open_image(
     ``exif_transpose``: apply the EXIF orientation tag (see the module docstring for when not to).
     """
     label = name or _describe(src)
+    with _named_errors(label, formats):
+        img = _open_header(src, max_pixels, label, formats)
+        img.load()  # decode everything now: truncated data fails here, not in a training step
+        if exif_transpose:  # phone photos store their rotation in EXIF; otherwise they reach the model sideways
+            img = ImageOps.exif_transpose(img)
+    return img
+
+
+def image_header_size(
+    src: str | os.PathLike, name: str | None = None, formats: Sequence[str] = DATASET_FORMATS
+) -> tuple[int, int]:
+    """``(width, height)`` from the file's header alone (no decoding), with :func:`open_image`'s checks and errors."""
+    label = name or _describe(src)
+    with _named_errors(label, formats):
+        with _open_header(src, DEFAULT_MAX_PIXELS, label, formats) as img:
+            return img.size
+
+
+def _open_header(src: str | os.PathLike | bytes, max_pixels: int, label: str, formats: Sequence[str]) -> Image.Image:
     if isinstance(src, (str, os.PathLike)):
         path = Path(src)
         if not path.exists():
@@ -87,19 +107,23 @@ def open_image(
         if len(src) == 0:
             raise DataError(f"{label}: image data is empty (0 bytes)")
         fp = io.BytesIO(src)
+    with warnings.catch_warnings():
+        # We enforce our own (lower) limit below; PIL's own warning would only be noise.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(fp, formats=tuple(formats))  # type: ignore[arg-type]
+    w, h = img.size
+    if w * h > max_pixels:
+        raise DataError(f"{label}: image is {w}x{h} pixels, more than the limit of {max_pixels} (refused)")
+    if w == 0 or h == 0:
+        raise DataError(f"{label}: image has zero size ({w}x{h})")
+    return img
+
+
+@contextmanager
+def _named_errors(label: str, formats: Sequence[str]) -> Iterator[None]:
+    """Turn what Pillow raises for a bad file into one DataError that names it."""
     try:
-        with warnings.catch_warnings():
-            # We enforce our own (lower) limit below; PIL's own warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp, formats=tuple(formats))  # type: ignore[arg-type]
-        w, h = img.size
-        if w * h > max_pixels:
-            raise DataError(f"{label}: image is {w}x{h} pixels, more than the limit of {max_pixels} (refused)")
-        if w == 0 or h == 0:
-            raise DataError(f"{label}: image has zero size ({w}x{h})")
-        img.load()  # decode everything now: truncated data fails here, not in a training step
-        if exif_transpose:  # phone photos store their rotation in EXIF; otherwise they reach the model sideways
-            img = ImageOps.exif_transpose(img)
+        yield
     except DataError:
         raise
     except Image.DecompressionBombError as err:
@@ -110,7 +134,6 @@ def open_image(
         raise DataError(f"{label}: permission denied") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise DataError(f"{label}: corrupt or truncated image ({err})") from None
-    return img
 
 
 def _high_bit_to_l(img: Image.Image) -> Image.Image:
@@ -453,6 +476,7 @@ __all__ = [
     "load_rgb_uint8",
     "make_grid",
     "mask_channel",
+    "image_header_size",
     "open_image",
     "pil_to_tensor",
     "read_rgb",

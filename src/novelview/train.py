@@ -12,6 +12,7 @@ uninterrupted one, and N processes compute the same update as one process with t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -55,7 +56,8 @@ class TrainConfig:
     batch_size: int = 32  # global, split across processes
     lr: float = 3e-4
     weight_decay: float = 0.0
-    warmup_steps: int = 200
+    # Linear warm-up; None: 5 % of --steps, at most 200 (fixed when the run starts, so a resumed run keeps it).
+    warmup_steps: int | None = None
     # Linear decay to zero over the last ``decay_steps`` (warm-up / stable / decay). 0 keeps the LR constant, so
     # a finished run can still be continued; a later resume with a larger --steps and --decay-steps is then the
     # "cool-down" of that schedule, which needs no decision about the total length up front.
@@ -73,6 +75,9 @@ class TrainConfig:
     sample_every: int = 1000
     sample_steps: int = 25
     max_nonfinite: int = 20
+    # Fine-tuning: start from this checkpoint's (EMA) weights, with its model and objective and a new optimiser;
+    # the camera scale and ray bounds come from the new data.
+    init: str | None = None
     # pixelNeRF regression: score this many random pixels of each target per step instead of the whole image
     # (0: whole images). Only rendered rays cost, so a step is that much cheaper.
     rays_per_image: int = 0
@@ -86,7 +91,8 @@ class TrainConfig:
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (0 < self.lr < 1, f"--lr must lie in (0, 1), got {self.lr}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
+            (self.warmup_steps is None or self.warmup_steps >= 0,
+             f"warm-up steps must be >= 0, got {self.warmup_steps}"),
             (0 <= self.decay_steps <= self.steps,
              f"--decay-steps must lie in [0, --steps={self.steps}], got {self.decay_steps}"),
             (self.grad_clip > 0, f"gradient clip must be positive, got {self.grad_clip}"),
@@ -193,11 +199,17 @@ class TrainResult:
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Multiplier of ``cfg.lr`` for the update made at ``step`` (0-based): linear warm-up, constant, then
     linear decay to zero over the last ``cfg.decay_steps`` updates."""
-    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    warmup = default_warmup(cfg.steps) if cfg.warmup_steps is None else cfg.warmup_steps
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     if cfg.decay_steps == 0:
         return warm
     decay_start = cfg.steps - cfg.decay_steps
     return min(warm, max(0.0, (cfg.steps - step) / cfg.decay_steps) if step >= decay_start else 1.0)
+
+
+def default_warmup(steps: int) -> int:
+    """Warm-up steps of a run of ``steps`` when none are given: 5 %, at most 200."""
+    return min(200, max(1, steps // 20))
 
 
 def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -328,18 +340,24 @@ class _Run:
         from novelview.data.views import MultiViewDataset
         from novelview.models.presets import build_model
 
-        self.cfg, self.run_dir = cfg, Path(cfg.out)
+        self.run_dir = Path(cfg.out)
         self.start_step = self.steps_taken = 0
         existing = _existing_checkpoints(self.run_dir, resume)
         # Everything that can fail on user input happens before anything is written.
+        saved = ckpt.read_config(existing[-1]) if resume else None
+        self.cfg = cfg = _settled(cfg, saved)
         scenes = open_dataset(cfg.data)  # once: the splits share it (a million objects take about a gigabyte)
         self.dataset = MultiViewDataset(scenes, size=cfg.image_size, split="train", seed=cfg.seed)
         self.val_dataset = _maybe_split(cfg, "val", scenes)
-        saved = ckpt.read_config(existing[-1]) if resume else None
+        for split in (self.dataset, self.val_dataset):
+            if split is not None:  # a corrupt view fails now, naming its file, not after hours of training
+                split.verify(progress=cfg.progress)
         overrides = _model_overrides(cfg, self.dataset.camera_stats(), saved.model if saved else None)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
         model = build_model(cfg.model, cfg.image_size, **overrides)
         _check_model_fits_objective(model, cfg)
+        if cfg.init and not resume:
+            _load_init_weights(model, cfg.init)
         state = self._load(existing[-1], model, saved) if resume else None
         # accelerate only forms a gloo process group on CPU when told cpu=True.
         self.accelerator = Accelerator(
@@ -507,6 +525,37 @@ class _Run:
         self.logger.close()
         return TrainResult(self.run_dir, latest[-1] if latest else None, self.cfg.steps, self.last_loss,
                            self.nonfinite_total, self.logger.file, self.network)
+
+
+def _settled(cfg: TrainConfig, saved: ckpt.CheckpointConfig | None) -> TrainConfig:
+    """``cfg`` with what it leaves open decided: the warm-up length (a resumed run keeps the one it started with)
+    and, with ``init``, the model and objective of the checkpoint being fine-tuned."""
+    changes: dict[str, Any] = {}
+    if cfg.warmup_steps is None:
+        started = saved.training.get("warmup_steps") if saved is not None else None
+        changes["warmup_steps"] = int(started) if started is not None else default_warmup(cfg.steps)
+    if cfg.init:
+        init = ckpt.read_config(ckpt.resolve_checkpoint(cfg.init))
+        model = dict(init.model)
+        if not model.get("preset"):
+            raise ConfigError(f"--init {cfg.init}: its config.json names no model preset to rebuild")
+        if int(model["image_size"]) != cfg.image_size:
+            raise ConfigError(f"--init {cfg.init}: the checkpoint works at {model['image_size']} px; pass --size "
+                              f"{model['image_size']} to fine-tune it")
+        scale_free = {k: v for k, v in model.items() if k not in ("family", "preset", "image_size", "pose_scale",
+                                                                  "near", "far")}
+        changes.update(model=model["preset"], model_overrides={**scale_free, **cfg.model_overrides},
+                       objective=init.objective, diffusion=init.diffusion)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _load_init_weights(model: nn.Module, init: str) -> None:
+    path = ckpt.resolve_checkpoint(init)
+    weights = ckpt.EMA_FILE if (path / ckpt.EMA_FILE).is_file() else ckpt.MODEL_FILE
+    try:
+        model.load_state_dict(ckpt.load_weights(path, weights))
+    except RuntimeError as err:
+        raise ConfigError(f"--init {init}: its weights do not fit the model ({str(err).splitlines()[0]})") from None
 
 
 def _existing_checkpoints(run_dir: Path, resume: bool) -> list[Path]:

@@ -195,6 +195,22 @@ class MultiViewDataset(Dataset):
                 arr, k = load_view_uint8(scene, v, self.size, self.crop)
                 self._cache[(obj, v)] = (arr, k)
 
+    def verify(self, progress: bool = False) -> None:
+        """Check every view of the split before it is needed; the first bad one raises :class:`DataError` naming it.
+
+        With the cache on, every view is decoded into it (the decoding training would do anyway, moved up front);
+        without it (splits too large to keep), each file's header is read and its size compared with the dataset's
+        record, and the pixels are decoded on first use.
+        """
+        from tqdm.auto import tqdm
+
+        views = [(obj, v) for obj, scene in enumerate(self.scenes) for v in range(scene.num_views)]
+        for obj, v in tqdm(views, desc=f"check {self.split} views", unit="view", disable=not progress, leave=False):
+            if self.cache_enabled:
+                self._view_uint8(obj, v)
+            else:
+                check_view_header(self.scenes[obj], v)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         obj, cond, target = self.pair(int(index))
         scene = self.scenes[obj]

@@ -57,6 +57,7 @@ from novelview.data.formats.srn import read_srn
 from novelview.errors import DataError, NovelviewError
 from novelview.images import (
     Crop,
+    image_header_size,
     load_mask,
     mask_channel,
     open_image,
@@ -232,6 +233,12 @@ def load_view_uint8(scene: Scene, i: int, size: int | None, crop: Crop = "center
     return np.asarray(img, dtype=np.uint8), k
 
 
+def check_view_header(scene: Scene, i: int) -> None:
+    """Read only the header of view ``i``: a readable, non-empty image of a supported format, or a DataError."""
+    path = scene.image_paths[i]
+    image_header_size(path, name=str(path))
+
+
 def load_view(scene: Scene, i: int, size: int | None, crop: Crop = "center") -> tuple[Tensor, Tensor]:
     """``(image [3, S, S] in [-1, 1], K [3, 3] in pixels at S)`` of view ``i``: alpha composited on white,
     centre-cropped to a square (or white-padded), resized with area filtering, intrinsics adjusted to match."""
@@ -293,6 +300,7 @@ def check_images(collection: SceneCollection, problems: Problems) -> int:
 
 __all__ = [
     "FORMATS",
+    "check_view_header",
     "ImpliedCameras",
     "ManifestScenes",
     "ManifestStale",
