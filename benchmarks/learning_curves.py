@@ -10,8 +10,9 @@ the training data and, with ``--other-data``, on a dataset from another generato
     python benchmarks/learning_curves.py --data /work/runs/synth2k --other-data /work/runs/other-renderer \\
         --runs /work/runs/curves --variants dit-2d,dit-3d,pixelnerf --eval-steps 1000,2000
 
-Budget: ``minutes`` is training wall time; ``cpu_minutes`` the training process's CPU time over both cores
-(``time.process_time``), which other processes on the machine inflate less. Runs are resumable: a variant's
+Budget: each point records the training wall time (``minutes``) and the process's CPU time (``cpu_minutes``), but
+other work on the machine distorts both; the tables and the plot convert steps into *machine-minutes* with each
+variant's training throughput measured alone (``--throughput``, on an idle machine). Runs are resumable: a variant's
 finished points are read back from the JSON, so the study can be stopped and continued. Keep --runs outside the
 repository.
 """
@@ -85,6 +86,31 @@ def _train_to(variant: Variant, args: argparse.Namespace, run: Path, steps: int)
     wall, cpu = time.perf_counter(), time.process_time()
     train(TrainConfig(**settings), resume=bool(list_checkpoints(run)))
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def measure_throughput(args: argparse.Namespace, results: dict[str, Any], steps: int = 60) -> None:
+    """Training images/s of each variant alone on this machine (second half of a ``steps``-step run), recorded as
+    ``results["throughput"]``: the clean rate that converts a variant's steps into machine minutes."""
+    import tempfile
+
+    from novelview.diffusion import DiffusionConfig
+    from novelview.train import TrainConfig, train
+
+    rates = results.setdefault("throughput", {})
+    for name in args.variants:
+        variant = VARIANTS[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            settings: dict[str, Any] = dict(
+                data=str(args.data), out=str(Path(tmp) / "run"), image_size=args.size, steps=steps,
+                batch_size=args.batch_size, lr=args.lr, checkpoint_every=10**9, log_every=steps // 2, val_every=0,
+                sample_every=0, seed=args.seed, progress=False,
+            )
+            settings.update(variant.train)
+            settings["diffusion"] = DiffusionConfig(**variant.diffusion)
+            log = train(TrainConfig(**settings)).log_file.read_text().splitlines()
+        rates[name] = [json.loads(line) for line in log if "img_per_s" in line][-1]["img_per_s"]
+        print(f"{name:16s} {rates[name]:6.1f} img/s", flush=True)
+    _save(args.root, results)
 
 
 def _evaluate(args: argparse.Namespace, checkpoint: Path, data: Path, split: str) -> dict[str, Any]:
@@ -162,20 +188,29 @@ def _cell(scores: dict[str, Any], bin_: str) -> str:
     return f"{s['psnr']:.2f} / {s['ssim']:.3f} / {swd}"
 
 
+def machine_minutes(results: dict[str, Any], name: str, step: int) -> float | None:
+    """Minutes this machine needs for ``step`` steps of variant ``name`` alone (from its measured throughput)."""
+    rate = results.get("throughput", {}).get(name)
+    batch = results.get("protocol", {}).get("batch_size", 32)
+    return None if not rate else step * batch / rate / 60
+
+
 def _table(results: dict[str, Any], key: str, bins: tuple[str, ...]) -> str:
-    head = "| variant | step | min | CPU-min | " + " | ".join(f"{b}°" if b != "all" else "all" for b in bins) + " |"
-    lines = [head, "|---|---|---|---|" + "---|" * len(bins)]
+    head = "| variant | step | machine-min | " + " | ".join(f"{b}°" if b != "all" else "all" for b in bins) + " |"
+    lines = [head, "|---|---|---|" + "---|" * len(bins)]
     baselines: dict[str, Any] = {}
     for name, points in results["points"].items():
         for p in sorted(points, key=lambda p: p["step"]):
             if key not in p:
                 continue
             cells = [_cell(p[key]["model"], b) for b in bins]
-            lines.append(f"| {name} | {p['step']} | {p['minutes']:.0f} | {p['cpu_minutes']:.0f} | " + " | ".join(cells) + " |")
+            minutes = machine_minutes(results, name, p["step"])
+            budget = "-" if minutes is None else f"{minutes:.0f}"
+            lines.append(f"| {name} | {p['step']} | {budget} | " + " | ".join(cells) + " |")
             baselines.update({k: v for k, v in p[key].items() if k in ("copy", "white")})
     for label, scores in baselines.items():
         lines.append(f"| *{label} the input*" if label == "copy" else f"| *blank ({label})*")
-        lines[-1] += " | - | - | - | " + " | ".join(_cell(scores, b) for b in bins) + " |"
+        lines[-1] += " | - | - | " + " | ".join(_cell(scores, b) for b in bins) + " |"
     return "\n".join(lines)
 
 
@@ -191,14 +226,15 @@ def _plot(results: dict[str, Any], root: Path) -> None:
         copy_level = None
         for name, points in results["points"].items():
             pts = sorted((p for p in points if key in p), key=lambda p: p["step"])
-            if pts:
-                ax.plot([p["cpu_minutes"] for p in pts], [p[key]["model"][bin_]["psnr"] for p in pts], "o-", label=name)
+            minutes = [machine_minutes(results, name, p["step"]) for p in pts]
+            if pts and None not in minutes:
+                ax.plot(minutes, [p[key]["model"][bin_]["psnr"] for p in pts], "o-", label=name)
                 copy_level = pts[-1][key].get("copy", {}).get(bin_, {}).get("psnr", copy_level)
         if copy_level is not None:
             ax.axhline(copy_level, color="k", linestyle="--", label="copy the input")
         where = "held-out objects" if key == "scores" else "other renderer"
         ax.set_title(f"PSNR {bin_}°, {where}")
-        ax.set_xlabel("training CPU-minutes (2 cores)")
+        ax.set_xlabel("training minutes on this machine (2 cores, alone)")
         ax.set_ylabel("PSNR (dB)")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -240,12 +276,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--root", type=Path, default=REPO, help="where benchmarks/results and docs/ are written")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the doc and plot from the JSON")
+    parser.add_argument("--throughput", action="store_true",
+                        help="only measure each variant's training images/s (run it on an idle machine)")
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     args.eval_steps = sorted(int(s) for s in args.eval_steps.split(","))
+    if args.throughput:
+        measure_throughput(args, _load(args.root))
+        return
     results = _load(args.root) if args.report_only else run_study(args)
     write_report(results, args.root)
     print(f"wrote {args.root / RESULTS}, {args.root / DOC}, {args.root / PLOT}")
