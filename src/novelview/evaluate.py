@@ -27,15 +27,9 @@ from novelview.evaluation import metrics
 from novelview.evaluation import protocol as proto
 from novelview.evaluation import report as rep
 from novelview.evaluation.consistency import FieldConfig, consistency_score
-from novelview.evaluation.methods import (
-    CheckpointMethod,
-    CopyCondition,
-    Method,
-    SampleMean,
-    SamplingSettings,
-    WhiteBackground,
-)
-from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, View
+from novelview.evaluation.methods import CheckpointMethod, CopyCondition, Method, SampleMean, WhiteBackground
+from novelview.images import enlarge, save_animation, to_pil
+from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplingSettings, View
 
 PRIMARY = "model"
 
@@ -173,7 +167,8 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
 
     from novelview.data.views import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, MultiViewDataset
 
-    settings = SamplingSettings(cfg.sampler, cfg.steps, cfg.guidance, cfg.batch_size)
+    settings = SamplingSettings(sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
+                                batch=cfg.batch_size)
     model = CheckpointMethod(PRIMARY, resolve_checkpoint(cfg.checkpoint), settings, cfg.device)
     size = model.image_size
     methods: list[Method] = [model, CopyCondition(), WhiteBackground()]
@@ -364,8 +359,8 @@ def _write(
             "consistency.png (per object: GT held-out, GT-field renders, generated held-out, generated-field renders)"
         )
     for task in tasks[: cfg.orbits]:
-        frames = _orbit_frames(cfg, model, task, views)
-        rep.save_gif(frames, out / "orbits" / f"{task.object_name}.gif")
+        frames = [enlarge(to_pil(f), min_side=128) for f in _orbit_frames(cfg, model, task, views)]
+        save_animation(frames, out / "orbits" / f"{task.object_name}.gif")
         report.files[f"orbit:{task.object_name}"] = f"orbits/{task.object_name}.gif"
     report.files["report_json"] = "report.json"
     report.files["report_md"] = "report.md"
