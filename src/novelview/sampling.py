@@ -509,12 +509,10 @@ def generate(
         if objective == "regression":  # one-step predictor: no noise, no guidance, no steps
             return _regress_views(network, source, target_poses, target_K, settings.batch, progress)
         guidance = check_guidance(default_guidance if settings.guidance is None else settings.guidance)
-        generator = settings.generator() if generator is None else generator
+        run = _Run(network, diffusion, settings, guidance, settings.generator() if generator is None else generator)
         if settings.stochastic:
-            return _stochastic_views(network, diffusion, source, target_poses, target_K, settings, guidance,
-                                     generator, progress, on_choice)
-        return _plain_views(network, diffusion, source, target_poses, target_K, settings, guidance, generator,
-                            progress)
+            return _stochastic_views(run, source, target_poses, target_K, progress, on_choice)
+        return _plain_views(run, source, target_poses, target_K, progress)
 
 
 def _autocast(model: Callable[..., Tensor], device_type: str) -> Callable[..., Tensor]:
@@ -555,45 +553,47 @@ def _batched(source: View, b: int) -> View:
     return View(source.image.expand(b, *source.image.shape), source.pose.expand(b, 4, 4), source.K.expand(b, 3, 3))
 
 
-def _plain_views(
-    model: Callable[..., Tensor],
-    cfg: DiffusionConfig,
-    source: View,
-    target_poses: Tensor,
-    target_K: Tensor,
-    settings: SamplingSettings,
-    guidance: float,
-    generator: torch.Generator,
-    progress: Progress | None,
-) -> Tensor:
+@dataclass(frozen=True)
+class _Run:
+    """The fixed parts of one sampling run, shared by the plain and the stochastic loop."""
+
+    model: Callable[..., Tensor]
+    cfg: DiffusionConfig
+    settings: SamplingSettings
+    guidance: float
+    generator: torch.Generator
+
+    def draw(
+        self, denoise: Denoiser, shape: tuple[int, ...], device: torch.device, progress: Progress | None
+    ) -> Tensor:
+        """Samples of ``shape`` from ``denoise``, clamped to [-1, 1]."""
+        return sample(
+            denoise, shape, self.cfg, self.settings.sampler, self.settings.steps, generator=self.generator,
+            device=device, spacing=self.settings.spacing, progress=progress,
+        ).clamp(-1, 1)
+
+
+def _plain_views(run: _Run, source: View, target_poses: Tensor, target_K: Tensor, progress: Progress | None) -> Tensor:
     """Every target conditioned on ``source`` only, ``settings.batch`` of them denoised together."""
     n, shape_1 = target_poses.shape[0], tuple(source.image.shape[-3:])
-    chunks = list(range(0, n, settings.batch))
-    total = len(chunks) * settings.steps
+    batch, steps = run.settings.batch, run.settings.steps
+    chunks = list(range(0, n, batch))
     outputs: list[Tensor] = []
     for c, start in enumerate(chunks):
-        stop = min(start + settings.batch, n)
+        stop = min(start + batch, n)
         denoise = conditional_denoiser(
-            model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], guidance, cfg
+            run.model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], run.guidance, run.cfg
         )
-        x = sample(
-            denoise, (stop - start, *shape_1), cfg, settings.sampler, settings.steps, generator=generator,
-            device=source.image.device, spacing=settings.spacing,
-            progress=_offset_progress(progress, c * settings.steps, total),
-        ).clamp(-1, 1)
-        outputs.append(x)
+        progress_c = _offset_progress(progress, c * steps, len(chunks) * steps)
+        outputs.append(run.draw(denoise, (stop - start, *shape_1), source.image.device, progress_c))
     return torch.cat(outputs)
 
 
 def _stochastic_views(
-    model: Callable[..., Tensor],
-    cfg: DiffusionConfig,
+    run: _Run,
     source: View,
     target_poses: Tensor,
     target_K: Tensor,
-    settings: SamplingSettings,
-    guidance: float,
-    generator: torch.Generator,
     progress: Progress | None,
     on_choice: Callable[[int, int], None] | None,
 ) -> Tensor:
@@ -602,9 +602,9 @@ def _stochastic_views(
     outputs in the given order."""
     if not _shared(source):
         raise ValueError("stochastic conditioning starts from one source view")
-    n, steps = target_poses.shape[0], settings.steps
+    n, steps = target_poses.shape[0], run.settings.steps
     sequence = list(range(n))
-    if settings.order == "nearest":
+    if run.settings.order == "nearest":
         angles = cameras.angle_between_views(source.pose.double().expand(n, 4, 4), target_poses.double())
         sequence = sorted(sequence, key=lambda j: float(angles[j]))
     pool: list[View] = [source]
@@ -612,13 +612,10 @@ def _stochastic_views(
     for done, j in enumerate(sequence):
         choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
         denoise = stochastic_denoiser(
-            model, pool, target_poses[j : j + 1], target_K[j : j + 1], guidance, generator, choice, cfg
+            run.model, pool, target_poses[j : j + 1], target_K[j : j + 1], run.guidance, run.generator, choice, run.cfg
         )
-        x = sample(
-            denoise, (1, *source.image.shape), cfg, settings.sampler, steps, generator=generator,
-            device=source.image.device, spacing=settings.spacing,
-            progress=_offset_progress(progress, done * steps, n * steps),
-        ).clamp(-1, 1)
+        x = run.draw(denoise, (1, *source.image.shape), source.image.device,
+                     _offset_progress(progress, done * steps, n * steps))
         generated[j] = x
         pool.append(View(x[0], target_poses[j], target_K[j]))
     return torch.cat([generated[j] for j in range(n)])
