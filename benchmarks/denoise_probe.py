@@ -28,7 +28,7 @@ import torch
 
 from novelview.checkpoint import load_model
 from novelview.data.views import MultiViewDataset
-from novelview.diffusion import add_noise, alpha_sigma, conditioning, logsnr_schedule, to_x0_eps
+from novelview.diffusion import add_noise, alpha_sigma, logsnr_schedule, model_inputs, to_x0_eps
 from novelview.images import make_grid
 
 from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
@@ -44,7 +44,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def _predict_x0(model, z, logsnr, batch, cfg, drop: bool, x_self=None) -> torch.Tensor:
     n = z.shape[0]
     extra = {} if x_self is None else {"x_self": x_self}
-    out = model(z, logsnr, **conditioning(batch), drop_cond=torch.full((n,), drop), **extra)
+    out = model(z, logsnr, **model_inputs(batch), drop_cond=torch.full((n,), drop), **extra)
     return to_x0_eps(out[:, :3].float(), z, logsnr, cfg.prediction)[0].clamp(-1, 1)
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["synth.py", "models.py", "xunet_width.py", "train.py", "sample.py", "serve_load.py"]
+SCRIPTS = ["synth.py", "models.py", "xunet_width.py", "train.py", "sample.py", "spacing.py", "serve_load.py"]
 
 if __name__ == "__main__":
     failed = [s for s in SCRIPTS if subprocess.call([sys.executable, str(HERE / s)]) != 0]

@@ -25,6 +25,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from PIL import Image
 from novelview.checkpoint import CheckpointConfig
 from novelview.diffusion import DiffusionConfig
 from novelview.pipeline import Pipeline
+from novelview.sampling import SamplingSettings, View
 
 from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
@@ -82,9 +84,10 @@ def bench_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
             else:
                 pipe = random_pipeline(preset, args.size, args.device, bf16, args.compile)
                 name = preset
-            kw = dict(steps=args.steps, guidance=args.guidance, sampler="dpmpp", seed=0)
-            pipe.synthesize(image, azimuth=90, **{**kw, "steps": 2})  # warm-up (allocator, compile, kernels)
-            view = timed(lambda: pipe.synthesize(image, azimuth=90, **kw), args.repeats)
+            settings = SamplingSettings(sampler="dpmpp", steps=args.steps, guidance=args.guidance, seed=0)
+            warm_up = replace(settings, steps=2)  # allocator, compile, kernels
+            pipe.synthesize(image, azimuth=90, settings=warm_up)
+            view = timed(lambda: pipe.synthesize(image, azimuth=90, settings=settings), args.repeats)
             row: dict[str, Any] = {
                 "model": name,
                 "image_size": pipe.image_size,
@@ -96,8 +99,9 @@ def bench_speed(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "view_s_all": [round(t, 3) for t in view],
             }
             if args.views > 0:
-                orbit = timed(lambda: pipe.orbit(image, n_views=args.views, stochastic=True, **kw), 1)[0]
-                plain = timed(lambda: pipe.orbit(image, n_views=args.views, stochastic=False, **kw), 1)[0]
+                stochastic = replace(settings, stochastic=True)
+                orbit = timed(lambda: pipe.orbit(image, n_views=args.views, settings=stochastic), 1)[0]
+                plain = timed(lambda: pipe.orbit(image, n_views=args.views, settings=settings), 1)[0]
                 row.update(orbit_views=args.views, orbit_stochastic_s=round(orbit, 2), orbit_plain_s=round(plain, 2))
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -113,7 +117,6 @@ def bench_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     from novelview.data.views import MultiViewDataset
-    from novelview.sampling import View, generate_views
 
     pipe = Pipeline.from_checkpoint(args.checkpoint, args.device)
     data = MultiViewDataset(args.data, pipe.image_size, split=args.split, seed=0)
@@ -127,24 +130,15 @@ def bench_quality(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for sampler in args.samplers:
         for steps in args.quality_steps:
+            settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, batch=args.batch_size)
             source = View(stack["cond_image"], stack["cond_pose"], stack["cond_K"])
             start = time.perf_counter()
             outs = []
-            with torch.inference_mode():
-                for s in range(0, count, args.batch_size):
-                    e = min(s + args.batch_size, count)
-                    part = View(source.image[s:e], source.pose[s:e], source.K[s:e])
-                    if pipe.is_regression:
-                        from novelview.sampling import regress_views
-
-                        outs.append(regress_views(pipe._network(), part, stack["target_pose"][s:e],
-                                                  stack["target_K"][s:e], batch_size=args.batch_size))
-                    else:
-                        outs.append(generate_views(
-                            pipe._network(), pipe.config.diffusion, part, stack["target_pose"][s:e],
-                            stack["target_K"][s:e], sampler=sampler, steps=steps, guidance=guidance,
-                            generator=torch.Generator().manual_seed(args.seed + s), batch_size=args.batch_size,
-                        ))
+            for s in range(0, count, args.batch_size):
+                e = min(s + args.batch_size, count)
+                part = View(source.image[s:e], source.pose[s:e], source.K[s:e])
+                outs.append(pipe.generate(part, stack["target_pose"][s:e], settings, target_K=stack["target_K"][s:e],
+                                          generator=torch.Generator().manual_seed(args.seed + s)))
             seconds = time.perf_counter() - start
             pred = (torch.cat(outs).float().cpu() + 1) / 2
             psnr = peak_signal_noise_ratio(pred, truth, data_range=1.0, reduction="none", dim=(1, 2, 3))

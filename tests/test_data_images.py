@@ -11,11 +11,14 @@ import torch
 from PIL import Image
 
 from novelview.errors import DataError
+from novelview.data.atomic import write_atomic
 from novelview.images import (
+    enlarge,
     load_image,
     load_mask,
     load_rgb_uint8,
     make_grid,
+    save_animation,
     save_image,
     square_box,
     to_pil,
@@ -242,3 +245,41 @@ def test_exif_orientation_is_applied(tmp_path):
     # After the rotation the red half is on top: the top row is red, the bottom row white.
     assert out[0, 2, 10] > 0.5 and out[1, 2, 10] < -0.5
     assert out[1, -3, 10] > 0.5
+
+
+def test_animations_keep_every_frame_and_its_pixels(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)) for _ in range(3)]
+    gif = save_animation(frames, tmp_path / "a.gif", fps=4)
+    with Image.open(gif) as im:
+        assert im.n_frames == 3 and im.size == (24, 20) and im.info["duration"] == 250
+    mp4 = save_animation(frames, tmp_path / "a.mp4", fps=4)
+    video = iio.imread(mp4, plugin="FFMPEG")
+    assert video.shape == (3, 32, 32, 3)  # padded to multiples of 16, not resized
+    # the padding is white (a few pixels away from the picture: lossy coding blurs the edge between them)
+    assert (video[:, 24:, :, :] > 240).all() and (video[:, :, 28:, :] > 240).all()
+    with pytest.raises(DataError, match=".gif or .mp4"):
+        save_animation(frames, tmp_path / "a.webm")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "a.mp4"]  # no temporary files left
+
+
+def test_a_failed_write_leaves_nothing_and_replaces_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "report.json"
+    write_atomic(target, lambda tmp: tmp.write_text("old"))
+
+    def half_written(tmp: Path) -> None:
+        tmp.write_text("ne")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, half_written)
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["report.json"]
+
+
+def test_enlarge_by_factor_or_to_a_minimum_side() -> None:
+    small = Image.new("RGB", (10, 7))
+    assert enlarge(small, 3).size == (30, 21)
+    assert enlarge(small, min_side=30).size == (50, 35)  # the smallest integer factor: 5
+    assert enlarge(small, min_side=5) is small

@@ -60,7 +60,7 @@ def test_shipped_model_beats_copying_the_input_at_90_degrees_and_more() -> None:
         offset = (azimuths - azimuths[0] + 180.0) % 360.0 - 180.0
         far = [i for i in range(scene.num_views) if abs(offset[i]) >= 90.0]
         assert far, f"{scene.name} has no view 90 degrees or more from its input"
-        views = pipe.synthesize(scene.image_paths[0], target_poses=scene.poses[far], input_pose=scene.poses[0], seed=0)
+        views = pipe.synthesize(scene.image_paths[0], target_poses=scene.poses[far], input_pose=scene.poses[0])
         generated += [pil_to_tensor(v) for v in views]
         truth += [load_view(scene, i, size)[0] for i in far]
         copies += [load_view(scene, 0, size)[0]] * len(far)
@@ -72,12 +72,14 @@ def test_shipped_model_beats_copying_the_input_at_90_degrees_and_more() -> None:
 
 
 
-def test_demo_bad_input_is_refused_before_the_model_loads(tmp_path: Path) -> None:
+def test_demo_bad_input_is_refused_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from novelview.cli import main
     from novelview.errors import NovelviewError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(NovelviewError, match="not an SRN object"):
         run_demo(example=tmp_path / "empty", out_dir=tmp_path / "out", progress=False)
-    with pytest.raises(NovelviewError, match="--steps >= 1"):
-        run_demo(steps=0, out_dir=tmp_path / "out", progress=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--steps", "0", "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and "error: steps must be an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -119,7 +119,7 @@ def test_noise_draw_is_a_function_of_the_generator_and_slices_per_process():
         assert torch.equal(getattr(a, name), getattr(b, name))
     half = a[4:8]
     assert torch.equal(half.noise, a.noise[4:8]) and torch.equal(half.self_cond, a.self_cond[4:8])
-    # fresh guidance dropout every step (the 3DiM seed drew the mask once); rate as configured
+    # fresh guidance dropout every step (the 3DiM reference drew the mask once); rate as configured
     masks = torch.stack([D.draw_noise((64, 1, 1, 1), cfg, gen(s)).drop_cond for s in range(100)])
     assert 0.25 < masks.float().mean() < 0.35
     assert len({tuple(m.tolist()) for m in masks}) == 100

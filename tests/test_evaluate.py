@@ -331,8 +331,8 @@ def test_cli_eval_on_blender_format(synth: Path, checkpoint: Path, workdir: Path
 
 def test_sample_mean_averages_independent_unguided_draws(synth: Path, checkpoint: Path, regression: Path) -> None:
     from novelview.data.views import MultiViewDataset
-    from novelview.evaluation.methods import CheckpointMethod, SampleMean, SamplingSettings
-    from novelview.sampling import View
+    from novelview.evaluation.methods import CheckpointMethod, SampleMean
+    from novelview.sampling import SamplingSettings, View
 
     ds = MultiViewDataset(synth, size=SIZE, split="all")
     image, k = ds.view(0, 0)

@@ -208,6 +208,7 @@ def test_end_to_end_3d_model_and_pixelnerf_baseline(tmp_path):
 
     from novelview import Pipeline
     from novelview.data.synthetic import SynthConfig, generate
+    from novelview.sampling import SamplingSettings
 
     data = generate(tmp_path / "synth", SynthConfig(objects=6, views=6, size=16, seed=0), progress=False)
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
@@ -231,7 +232,7 @@ def test_end_to_end_3d_model_and_pixelnerf_baseline(tmp_path):
 
     pipe = Pipeline.from_checkpoint(tmp_path / "d3")
     image = data / "obj_00000" / "rgb" / "000000.png"
-    views = pipe.synthesize(image, azimuth=[90, 180], elevation=0, steps=2, seed=0)
+    views = pipe.synthesize(image, azimuth=[90, 180], elevation=0, settings=SamplingSettings(steps=2))
     assert len(views) == 2 and views[0].size == (16, 16)
     regressed = Pipeline.from_checkpoint(tmp_path / "pn").synthesize(image, azimuth=90, elevation=0)
     assert regressed[0].size == (16, 16)

@@ -340,9 +340,10 @@ def test_bad_input_shapes_are_reported():
 
 def test_forward_flops_are_counted_without_running():
     with torch.device("meta"):
-        model = build_model("dit-seed", 64)
+        model = build_model("dit-reference", 64)
     flops = presets.forward_flops(model)
     assert flops > 2 * count_parameters(model) * 16 * 16 * 0.5  # ~2 FLOPs per parameter per token
+    assert presets.preset_config("dit-seed") == model.config  # the preset's former name still works
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 import torch
 
@@ -309,8 +312,9 @@ def test_stochastic_conditioning_draws_uniformly_from_the_growing_set():
     model = IdentifyingModel(source, targets)
     choices: list[tuple[int, int]] = []
     steps = 40
-    out = S.generate_views(model, cfg, source, targets, K, stochastic=True, steps=steps, guidance=1.0,
-                           generator=gen(), on_choice=lambda j, k: choices.append((j, k)))
+    settings = S.SamplingSettings(stochastic=True, steps=steps, guidance=1.0)
+    out = S.generate(model, cfg, source, targets, K, settings, generator=gen(),
+                     on_choice=lambda j, k: choices.append((j, k)))
     # each view is what the model predicted for it (x0 parameterisation: the last prediction is the sample)
     for j in range(5):
         assert torch.allclose(out[j], torch.full_like(out[j], model.value(j)))
@@ -337,8 +341,8 @@ def test_nearest_order_generates_views_closest_to_the_input_first():
     az = torch.tensor([150.0, 30.0, 90.0, 120.0, 60.0], dtype=torch.float64)
     targets = cameras.spherical_to_pose(az, torch.full_like(az, 20.0), torch.full_like(az, 2.5)).float()
     model = IdentifyingModel(source, targets)
-    out = S.generate_views(model, cfg, source, targets, K, stochastic=True, steps=30, guidance=1.0,
-                           generator=gen(), order="nearest")
+    out = S.generate(model, cfg, source, targets, K, S.SamplingSettings(stochastic=True, steps=30, guidance=1.0),
+                     generator=gen())
     generation = list(dict.fromkeys(j for j, _ in model.seen))
     assert generation == [1, 4, 2, 3, 0]
     for j in range(5):  # outputs stay in the given order
@@ -346,25 +350,28 @@ def test_nearest_order_generates_views_closest_to_the_input_first():
     for rank, j in enumerate(generation):  # conditioned only on the input and the views generated before it
         allowed = {0.9} | {round(model.value(i), 4) for i in generation[:rank]}
         assert {v for t, v in model.seen if t == j} <= allowed
+    model.seen.clear()
+    given = S.generate(model, cfg, source, targets, K, S.SamplingSettings(stochastic=True, steps=2, order="given"))
+    assert list(dict.fromkeys(j for j, _ in model.seen)) == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(given, out)  # each camera's view as before, only generated in another order
     with pytest.raises(ConfigError, match="order"):
-        S.generate_views(model, cfg, source, targets, K, stochastic=True, steps=2, order="random")
+        S.SamplingSettings(stochastic=True, steps=2, order="random")
 
 
 def test_stochastic_conditioning_is_sequential_and_plain_mode_is_batched():
     cfg = D.DiffusionConfig(prediction="x0")
     source, targets, K = _views(5)
     model = RecordingModel()
-    S.generate_views(model, cfg, source, targets, K, stochastic=True, steps=3, guidance=2.0, generator=gen())
+    S.generate(model, cfg, source, targets, K, S.SamplingSettings(stochastic=True, steps=3, guidance=2.0))
     assert len(model.calls) == 15 and all(c["batch"] == 2 for c in model.calls)  # one view (+ its uncond)
     model.calls.clear()
-    S.generate_views(model, cfg, source, targets, K, stochastic=False, steps=3, guidance=2.0, generator=gen(),
-                     batch_size=8)
+    S.generate(model, cfg, source, targets, K, S.SamplingSettings(steps=3, guidance=2.0, batch=8))
     assert len(model.calls) == 3 and all(c["batch"] == 10 for c in model.calls)
     assert all(torch.equal(c["cond"][:5], source.image.expand(5, -1, -1, -1)) for c in model.calls)
     model.calls.clear()
     seen = []
-    S.generate_views(model, cfg, source, targets, K, steps=3, guidance=1.0, generator=gen(), batch_size=2,
-                     progress=lambda d, t: seen.append((d, t)))
+    S.generate(model, cfg, source, targets, K, S.SamplingSettings(steps=3, guidance=1.0, batch=2),
+               progress=lambda d, t: seen.append((d, t)))
     assert [c["batch"] for c in model.calls] == [2, 2, 2, 2, 2, 2, 1, 1, 1]
     assert seen == [(i, 9) for i in range(1, 10)]
 
@@ -389,8 +396,7 @@ def test_self_conditioning_hands_the_previous_estimate_to_the_next_step(stochast
     source, targets, K = _views(2)
     model = EstimateRecordingModel()
     steps = 4
-    S.generate_views(model, cfg, source, targets, K, stochastic=stochastic, steps=steps, guidance=2.0,
-                     generator=gen())
+    S.generate(model, cfg, source, targets, K, S.SamplingSettings(stochastic=stochastic, steps=steps, guidance=2.0))
     runs = 2 if stochastic else 1
     assert len(model.estimates) == runs * steps
     for r in range(runs):
@@ -413,7 +419,7 @@ def test_self_conditioning_hands_the_previous_estimate_to_the_next_step(stochast
 def test_plain_models_are_never_handed_an_estimate():
     source, targets, K = _views(2)
     model = RecordingModel()  # its forward has no x_self argument: passing one would raise
-    S.generate_views(model, D.DiffusionConfig(), source, targets, K, steps=3, guidance=2.0, generator=gen())
+    S.generate(model, D.DiffusionConfig(), source, targets, K, S.SamplingSettings(steps=3, guidance=2.0))
     assert len(model.calls) == 3
 
 
@@ -429,9 +435,55 @@ def test_regression_views_are_one_forward_at_the_regression_level():
         return orig(z, l, **kw)
 
     model.forward = spy
-    out = S.regress_views(model, source, targets, K)
-    assert out.shape == (3, 3, 4, 4) and len(model.calls) == 1
+    seen = []
+    settings = S.SamplingSettings(steps=50, guidance=2.0, batch=2)  # only the batch size matters
+    out = S.generate(model, D.DiffusionConfig(), source, targets, K, settings, objective="regression",
+                     progress=lambda d, t: seen.append((d, t)))
+    assert out.shape == (3, 3, 4, 4) and len(model.calls) == 2 and seen == [(1, 2), (2, 2)]
     assert torch.all(logsnrs[0] == D.REGRESSION_LOGSNR)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(steps=0), "steps"),
+    (dict(steps=2.5), "steps"),
+    (dict(sampler="euler"), "euler"),
+    (dict(sampler=None), "sampler"),
+    (dict(guidance=-1.0), "guidance"),
+    (dict(guidance="abc"), "guidance"),
+    (dict(seed=-3), "seed"),
+    (dict(seed=2**70), "seed"),
+    (dict(spacing="random"), "spacing"),
+    (dict(order="random"), "order"),
+    (dict(stochastic="yes"), "stochastic"),
+    (dict(batch=0), "batch"),
+], ids=["steps-0", "steps-float", "sampler", "sampler-none", "guidance-negative", "guidance-str", "seed-negative",
+        "seed-huge", "spacing", "order", "stochastic-str", "batch-0"])
+def test_sampling_settings_refuse_what_cannot_run_by_name(kwargs, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        S.SamplingSettings(**kwargs)
+
+
+def test_settings_are_values_and_seed_the_noise():
+    assert S.SamplingSettings(sampler="DPM++", steps=np.int64(4)) == S.SamplingSettings(steps=4)
+    a, b = S.SamplingSettings(seed=3).generator(), S.SamplingSettings(seed=3).generator()
+    assert torch.equal(torch.randn(5, generator=a), torch.randn(5, generator=b))
+
+
+def test_several_condition_views_per_target_reach_the_model_as_given():
+    """generate() does not look inside the condition: K views per target ([N, K, 3, H, W], as 3D-aware models
+    take them) are sliced per batch and handed over unchanged, for diffusion and regression alike."""
+    source, targets, K = _views(3)
+    views = S.View(torch.rand(3, 2, 3, 4, 4), source.pose.expand(3, 2, 4, 4), K.expand(3, 2, 3, 3))
+
+    def first_view(z_t, logsnr, *, cond_image, cond_pose, target_pose, cond_K, target_K, drop_cond=None):
+        assert cond_image.shape[1:] == (2, 3, 4, 4) and cond_pose.shape[1:] == (2, 4, 4)
+        return cond_image[:, 0].clone()  # an x0 prediction: the first condition view
+
+    settings = S.SamplingSettings(steps=2, guidance=1.0, batch=2)
+    for objective in ("diffusion", "regression"):
+        out = S.generate(first_view, D.DiffusionConfig(prediction="x0"), views, targets, K, settings,
+                         objective=objective)
+        torch.testing.assert_close(out, views.image[:, 0])
 
 
 # ------------------------------------------------------------------------------------------------ real tiny model
@@ -450,13 +502,9 @@ def test_real_model_deterministic_per_seed_and_finite(tiny_model, sampler):
     cfg = D.DiffusionConfig()
     source, targets, K = _views(2, size=16)
     source = S.View(torch.rand(3, 16, 16) * 2 - 1, source.pose, K)
-    with torch.inference_mode():
-        a = S.generate_views(tiny_model, cfg, source, targets, K, sampler=sampler, steps=4, guidance=2.0,
-                             generator=gen(0))
-        b = S.generate_views(tiny_model, cfg, source, targets, K, sampler=sampler, steps=4, guidance=2.0,
-                             generator=gen(0))
-        c = S.generate_views(tiny_model, cfg, source, targets, K, sampler=sampler, steps=4, guidance=2.0,
-                             generator=gen(1))
+    a, b, c = (S.generate(tiny_model, cfg, source, targets, K,
+                          S.SamplingSettings(sampler=sampler, steps=4, guidance=2.0, seed=seed))
+               for seed in (0, 0, 1))
     assert a.shape == (2, 3, 16, 16)
     assert torch.isfinite(a).all() and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, b)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from novelview import checkpoint as ckpt
 from novelview.errors import ConfigError, NovelviewError
-from novelview.train import TrainConfig, load_optimizer_state, lr_factor, make_optimizer, train
+from novelview.train import TrainConfig, load_optimizer_state, lr_factor, make_objective, make_optimizer, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -125,7 +125,7 @@ def test_two_processes_match_one_process(dataset: Path, tmp_path: Path, model: s
 
 
 def test_two_processes_end_with_identical_parameters(dataset: Path, tmp_path: Path) -> None:
-    """Each rank dumps its own parameters: DDP must keep them bit-identical (the 3DiM seed's bug)."""
+    """Each rank dumps its own parameters: DDP must keep them bit-identical (the 3DiM reference's bug)."""
     script = tmp_path / "rank_dump.py"
     script.write_text(
         "import os, sys, torch\n"
@@ -202,10 +202,11 @@ def test_end_to_end_loss_falls_and_checkpoint_samples(dataset: Path, tmp_path: P
     assert (run / "loss.png").stat().st_size > 0
     assert (run / "samples" / "step_0000060.png").is_file()
     from novelview.pipeline import Pipeline
+    from novelview.sampling import SamplingSettings
 
     pipe = Pipeline.from_checkpoint(result.final_checkpoint)
     image = Path(dataset).glob("*/rgb/000000.png").__next__()
-    views = pipe.synthesize(image, azimuth=90.0, elevation=0.0, steps=5, seed=0)
+    views = pipe.synthesize(image, azimuth=90.0, elevation=0.0, settings=SamplingSettings(steps=5))
     assert views[0].size == (16, 16)
 
 
@@ -230,25 +231,19 @@ def test_resume_with_other_image_size_is_refused(dataset: Path, tmp_path: Path) 
         train(_cfg(dataset, run, steps=4, image_size=32), resume=True)
 
 
-def test_nonfinite_loss_is_skipped_then_stops_with_clear_message(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import novelview.train as train_module
+def test_nonfinite_loss_is_skipped_then_stops_with_clear_message(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "nan"
+    cfg = _cfg(dataset, run, steps=50, checkpoint_every=2, max_nonfinite=3)
+    real_loss = make_objective(cfg)
 
-    real_loss = train_module.training_loss
-    calls = {"n": 0}
-
-    def loss_turning_nan(*args, **kwargs):
-        out = real_loss(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] > 2:  # two good steps (one checkpoint), then a diverged run
+    def loss_turning_nan(model, batch, step):
+        out = real_loss(model, batch, step)
+        if step >= 2:  # two good steps (one checkpoint), then a diverged run
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(train_module, "training_loss", loss_turning_nan)
-    run = tmp_path / "nan"
     with pytest.raises(NovelviewError, match="NaN/inf 3 steps in a row"):
-        train(_cfg(dataset, run, steps=50, checkpoint_every=2, max_nonfinite=3))
+        train(cfg, loss_fn=loss_turning_nan)
     weights = _weights(run)
     assert all(torch.isfinite(v).all() for v in weights.values()), "NaN reached the saved weights"
 
@@ -299,23 +294,17 @@ def test_resume_with_other_objective_settings_is_refused(dataset: Path, tmp_path
         train(_cfg(dataset, reg, steps=4, objective="regression", regression_loss="l1"), resume=True)
 
 
-def test_skipped_last_step_still_writes_the_final_checkpoint(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import novelview.train as train_module
+def test_skipped_last_step_still_writes_the_final_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    cfg = _cfg(dataset, tmp_path / "s", steps=3, checkpoint_every=100)
+    real_loss = make_objective(cfg)
 
-    real_loss = train_module.training_loss
-    calls = {"n": 0}
-
-    def nan_on_last_step(*args, **kwargs):
-        out = real_loss(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def nan_on_last_step(model, batch, step):
+        out = real_loss(model, batch, step)
+        if step == 2:
             out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(train_module, "training_loss", nan_on_last_step)
-    result = train(_cfg(dataset, tmp_path / "s", steps=3, checkpoint_every=100))
+    result = train(cfg, loss_fn=nan_on_last_step)
     assert result.final_checkpoint.name == "step_0000003" and result.nonfinite_steps == 1
 
 
@@ -351,34 +340,25 @@ def test_resume_problems_are_named(dataset: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_a_new_run_that_fails_early_leaves_nothing_and_leftovers_are_cleaned(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import novelview.train as train_module
-
-    def unreadable_batch(*args, **kwargs):
+def test_a_new_run_that_fails_early_leaves_nothing_and_leftovers_are_cleaned(dataset: Path, tmp_path: Path) -> None:
+    def unreadable_batch(model, batch, step):
         raise NovelviewError("obj_00003/rgb/000002.png: not a readable image")
 
-    with monkeypatch.context() as m:
-        m.setattr(train_module, "training_loss", unreadable_batch)
-        with pytest.raises(NovelviewError, match="not a readable image"):
-            train(_cfg(dataset, tmp_path / "fresh"))
+    with pytest.raises(NovelviewError, match="not a readable image"):
+        train(_cfg(dataset, tmp_path / "fresh"), loss_fn=unreadable_batch)
     assert not (tmp_path / "fresh").exists()
     # Once a step has run, the folder and its log stay (they diagnose the failure); a killed save's temporary
     # folder goes on resume.
-    calls = {"n": 0}
-    real_loss = train_module.training_loss
+    cfg = _cfg(dataset, tmp_path / "interrupted", checkpoint_every=100)
+    real_loss = make_objective(cfg)
 
-    def fails_at_step_two(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def fails_at_step_two(model, batch, step):
+        if step == 1:
             raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
+        return real_loss(model, batch, step)
 
-    with monkeypatch.context() as m:
-        m.setattr(train_module, "training_loss", fails_at_step_two)
-        with pytest.raises(KeyboardInterrupt):
-            train(_cfg(dataset, tmp_path / "interrupted", checkpoint_every=100))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, loss_fn=fails_at_step_two)
     assert (tmp_path / "interrupted" / "train_config.json").exists()
     run = tmp_path / "kept"
     train(_cfg(dataset, run, steps=2))

@@ -1,7 +1,9 @@
 """`novelview` command line: a thin shell over the Python API.
 
-Every command imports what it needs lazily so ``novelview --help`` stays fast. User errors
-(:class:`novelview.errors.NovelviewError`) are printed as one line on stderr with exit code 2, no traceback.
+Option defaults are read from where they are stated: the training options from :class:`TrainConfig` (and the
+recommended :class:`~novelview.diffusion.DiffusionConfig`), the sampling options from :mod:`novelview.sampling`.
+Everything else a command needs is imported when it runs. User errors (:class:`novelview.errors.NovelviewError`)
+are printed as one line on stderr with exit code 2, no traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Optional
 import typer
 
 from novelview.errors import ConfigError, NovelviewError
+from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplingSettings
+from novelview.train import TrainConfig, recommended_diffusion
+
+_DIFFUSION = recommended_diffusion()
 
 app = typer.Typer(
     help="Single-image novel view synthesis with pose-conditional diffusion models.",
@@ -25,7 +31,7 @@ data_app = typer.Typer(help="Make, inspect and render multi-view datasets.", no_
 app.add_typer(data_app, name="data")
 
 
-# ============================================================== data (issue: foundation)
+# ============================================================== data
 
 
 @data_app.command("synth")
@@ -42,41 +48,16 @@ def data_synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty OUT."),
     workers: int = typer.Option(1, "--workers", help="Rendering processes (same bytes for any number)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    no_manifest: bool = typer.Option(False, "--no-manifest", help="Skip writing the manifest (see `data index`)."),
 ) -> None:
-    """Render a procedural multi-view dataset (SRN layout + depth + masks + dataset.json + manifest)."""
+    """Render a procedural multi-view dataset (SRN layout + depth + masks + dataset.json)."""
     from novelview.data.synthetic import SynthConfig, generate
     from novelview.data.viewpoints import CameraDistribution
 
     _check_out(out)
     cams = CameraDistribution(radius=radius, fov_deg=fov, elevation_range=(elevation[0], elevation[1]))
     cfg = SynthConfig(objects=objects, views=views, size=size, seed=seed, cameras=cams, max_primitives=max_primitives)
-    generate(out, cfg, overwrite=overwrite, progress=not quiet, workers=workers, manifest=not no_manifest)
+    generate(out, cfg, overwrite=overwrite, progress=not quiet, workers=workers)
     typer.echo(f"wrote {objects} objects x {views} views at {size}x{size} to {out}")
-
-
-@data_app.command("index")
-def data_index(
-    path: Path = typer.Argument(..., help="Dataset directory (SRN, Blender, COLMAP, ring or MVC pairs)."),
-    format: str = typer.Option("auto", "--format", help="auto, srn, blender, colmap, ring or mvc."),
-    check: bool = typer.Option(False, "--check", help="Only say whether the manifest is current (every file "
-                               "checked); exit code 1 if it is not."),
-) -> None:
-    """Write PATH/.novelview/manifest.parquet: every object, view, camera and file of the dataset in one file,
-    so that training and evaluation open it in seconds instead of reading every object folder."""
-    from novelview.data.formats import manifest_status, write_manifest
-    from novelview.data.formats.manifest import read_metadata
-
-    if check:
-        current, description = manifest_status(path, verify="full")
-        typer.echo(f"manifest: {description}")
-        if not current:
-            raise typer.Exit(1)
-        return
-    written = write_manifest(path, format=format)
-    meta = read_metadata(path) or {}
-    typer.echo(f"indexed {meta.get('objects')} objects, {meta.get('views')} views ({meta.get('format')}) in "
-               f"{written} ({written.stat().st_size / 1e6:.2f} MB)")
 
 
 @data_app.command("info")
@@ -95,7 +76,7 @@ def data_info(
         raise typer.Exit(1)
 
 
-# ============================================================== models (issue: backbones)
+# ============================================================== models
 
 
 @app.command("models")
@@ -108,7 +89,6 @@ def models_list(
 
     import torch
 
-    from novelview.errors import ConfigError
     from novelview.models.presets import PRESETS, build_model, count_parameters, forward_flops
 
     if size is not None and not 8 <= size <= 1024:
@@ -146,56 +126,96 @@ def models_list(
 def train(
     data: Path = typer.Option(..., "--data", help="Dataset directory (any supported format)."),
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoints, logs, samples."),
-    model: str = typer.Option("dit-tiny", "--model", help="Model preset (see `novelview models`)."),
-    size: int = typer.Option(32, "--size", help="Image size the model works at."),
-    steps: int = typer.Option(10_000, "--steps", help="Total optimizer steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split across processes."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
+    model: str = typer.Option(TrainConfig.model, "--model", help="Model preset (see `novelview models`)."),
+    size: int = typer.Option(TrainConfig.image_size, "--size", help="Image size the model works at."),
+    steps: int = typer.Option(TrainConfig.steps, "--steps", help="Total optimizer steps."),
+    batch_size: int = typer.Option(
+        TrainConfig.batch_size, "--batch-size", help="Global batch, split across processes."),
+    lr: float = typer.Option(TrainConfig.lr, "--lr", help="Peak AdamW learning rate."),
     warmup: Optional[int] = typer.Option(
-        None, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 200)."),
+        TrainConfig.warmup_steps, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 200)."),
     init: Optional[Path] = typer.Option(
         None, "--init", help="Fine-tune: start from this checkpoint's weights, model and objective (new optimiser; "
-        "--model and the diffusion options are taken from it)."),
+        "--model and the diffusion options are taken from it; camera scale and ray bounds from --data)."),
     decay_steps: int = typer.Option(
-        0, "--decay-steps", help="Decay the LR linearly to zero over the last N steps (0: constant, so the run can "
-        "be continued; resuming with a larger --steps and --decay-steps cools a constant run down)."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay"),
-    grad_clip: float = typer.Option(1.0, "--grad-clip"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 autocast (for GPUs; ~10x slower than fp32 on CPUs without bf16 units)."),
-    ema_decay: float = typer.Option(0.999, "--ema-decay"),
-    objective: str = typer.Option("diffusion", "--objective", help="diffusion, or regression (deterministic baseline)."),
+        TrainConfig.decay_steps, "--decay-steps",
+        help="Decay the LR linearly to zero over the last N steps (0: constant, so the run can be continued; "
+        "resuming with a larger --steps and --decay-steps cools a constant run down)."),
+    weight_decay: float = typer.Option(TrainConfig.weight_decay, "--weight-decay"),
+    grad_clip: float = typer.Option(TrainConfig.grad_clip, "--grad-clip"),
+    precision: str = typer.Option(
+        TrainConfig.precision, "--precision",
+        help="fp32 or bf16 autocast (for GPUs; ~10x slower than fp32 on CPUs without bf16 units)."),
+    ema_decay: float = typer.Option(TrainConfig.ema_decay, "--ema-decay"),
+    objective: str = typer.Option(
+        TrainConfig.objective, "--objective", help="diffusion, or regression (deterministic baseline)."),
     prediction: str = typer.Option(
-        "x0", "--prediction", help="x0 (default: the training-efficiency study's winner), v (3DiM) or eps."
-    ),
-    min_snr_gamma: Optional[float] = typer.Option(None, "--min-snr-gamma", help="Min-SNR-gamma loss weighting."),
-    schedule_shift: float = typer.Option(0.0, "--schedule-shift", help="Added to the cosine logSNR."),
-    learn_variance: bool = typer.Option(False, "--learn-variance", help="Learned variance + hybrid MSE/KL loss."),
+        _DIFFUSION.prediction, "--prediction",
+        help="x0 (default: the training-efficiency study's winner), v (3DiM) or eps."),
+    min_snr_gamma: Optional[float] = typer.Option(
+        _DIFFUSION.min_snr_gamma, "--min-snr-gamma", help="Min-SNR-gamma loss weighting."),
+    schedule_shift: float = typer.Option(
+        _DIFFUSION.schedule_shift, "--schedule-shift", help="Added to the cosine logSNR."),
+    learn_variance: bool = typer.Option(
+        _DIFFUSION.learn_variance, "--learn-variance", help="Learned variance + hybrid MSE/KL loss."),
     self_condition: bool = typer.Option(
-        True, "--self-condition/--no-self-condition", help="Self-conditioning on the previous x0 estimate."
-    ),
-    cond_drop: float = typer.Option(0.1, "--cond-drop", help="Condition dropout for classifier-free guidance."),
+        _DIFFUSION.self_condition, "--self-condition/--no-self-condition",
+        help="Self-conditioning on the previous x0 estimate."),
+    cond_drop: float = typer.Option(
+        _DIFFUSION.cond_drop_prob, "--cond-drop", help="Condition dropout for classifier-free guidance."),
     render_weight: float = typer.Option(
-        0.0, "--render-weight", help="3D-aware models: weight of an L2 loss on the lifter's RGB render (0: none)."),
+        _DIFFUSION.render_weight, "--render-weight",
+        help="3D-aware models: weight of an L2 loss on the lifter's RGB render (0: none)."),
     rays_per_image: int = typer.Option(
-        0, "--rays-per-image", help="pixelNeRF regression: score N random pixels per target (0: whole images)."),
-    seed: int = typer.Option(0, "--seed"),
-    workers: int = typer.Option(0, "--workers", help="DataLoader worker processes."),
-    checkpoint_every: int = typer.Option(1000, "--checkpoint-every"),
-    keep: int = typer.Option(3, "--keep", help="Training checkpoints to keep."),
-    val_every: int = typer.Option(500, "--val-every", help="Validation loss every N steps (0: never)."),
-    sample_every: int = typer.Option(1000, "--sample-every", help="Write a sample grid every N steps (0: never)."),
+        TrainConfig.rays_per_image, "--rays-per-image",
+        help="pixelNeRF regression: score N random pixels per target (0: whole images)."),
+    seed: int = typer.Option(TrainConfig.seed, "--seed"),
+    workers: int = typer.Option(TrainConfig.num_workers, "--workers", help="DataLoader worker processes."),
+    checkpoint_every: int = typer.Option(TrainConfig.checkpoint_every, "--checkpoint-every"),
+    keep: int = typer.Option(TrainConfig.keep_checkpoints, "--keep", help="Training checkpoints to keep."),
+    val_every: int = typer.Option(
+        TrainConfig.val_every, "--val-every", help="Validation loss every N steps (0: never)."),
+    sample_every: int = typer.Option(
+        TrainConfig.sample_every, "--sample-every", help="Write a sample grid every N steps (0: never)."),
     override: list[str] = typer.Option([], "--override", help="Model config override KEY=VALUE (JSON value)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
 ) -> None:
     """Train a model (one process, or many under torchrun / accelerate launch)."""
-    import json
-
     from novelview.diffusion import DiffusionConfig
-    from novelview.train import TrainConfig
+    from novelview.models.presets import preset_config
     from novelview.train import train as run_training
 
-    overrides = {}
-    for item in override:
+    overrides = _model_overrides(override)
+    try:
+        diffusion = DiffusionConfig(
+            prediction=prediction, min_snr_gamma=min_snr_gamma, schedule_shift=schedule_shift,
+            learn_variance=learn_variance, self_condition=self_condition, cond_drop_prob=cond_drop,
+            render_weight=render_weight,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    cfg = TrainConfig(
+        data=str(data), out=str(out), model=model, model_overrides=overrides, image_size=size,
+        objective=objective, diffusion=diffusion, steps=steps, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_steps=warmup, decay_steps=decay_steps, grad_clip=grad_clip,
+        precision=precision, ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep, val_every=val_every, sample_every=sample_every, rays_per_image=rays_per_image,
+        init=None if init is None else str(init),
+    )
+    _check_out(out)
+    if init is None:
+        preset_config(model, size, **overrides)  # an absurd model (--override depth=100000000) fails before data loads
+    result = run_training(cfg, resume=resume)
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
+
+
+def _model_overrides(items: list[str]) -> dict[str, object]:
+    """``--override KEY=VALUE`` options as a dict (values parsed as JSON where they are JSON)."""
+    import json
+
+    overrides: dict[str, object] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--override expects KEY=VALUE, got {item!r}")
@@ -205,34 +225,7 @@ def train(
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    try:
-        diffusion = DiffusionConfig(
-            prediction=prediction,
-            min_snr_gamma=min_snr_gamma,
-            schedule_shift=schedule_shift,
-            learn_variance=learn_variance,
-            self_condition=self_condition,
-            cond_drop_prob=cond_drop,
-            render_weight=render_weight,
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    cfg = TrainConfig(
-        data=str(data), out=str(out), model=model, model_overrides=overrides, image_size=size,
-        objective=objective, diffusion=diffusion, steps=steps, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_steps=warmup, decay_steps=decay_steps, grad_clip=grad_clip,
-        precision=precision,
-        ema_decay=ema_decay, seed=seed, num_workers=workers, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep, val_every=val_every, sample_every=sample_every, rays_per_image=rays_per_image,
-        init=None if init is None else str(init),
-    )
-    _check_out(out)
-    from novelview.models.presets import preset_config
-
-    preset_config(model, size, **overrides)  # an absurd model (--override depth=100000000) fails before data loads
-    result = run_training(cfg, resume=resume)
-    if os.environ.get("RANK", "0") == "0":
-        typer.echo(f"final loss {result.final_loss:.4f}; checkpoint {result.final_checkpoint}")
+    return overrides
 
 
 @app.command()
@@ -275,10 +268,6 @@ def _device(name: str) -> str:
 
 def _check_out(path: Path) -> Path:
     """Refuse an output path that cannot be created, before any work is done (not after minutes of sampling)."""
-    import os
-
-    from novelview.errors import ConfigError
-
     ancestor = path.absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -334,8 +323,6 @@ def _read_poses_file(path: Path):
 
 
 def _output_path(out: Path, suffixes: tuple[str, ...]) -> Path:
-    from novelview.errors import ConfigError
-
     if out.suffix.lower() not in suffixes:
         raise ConfigError(f"--out {out}: the file name must end in {' or '.join(suffixes)}")
     if out.exists() and out.is_dir():
@@ -343,55 +330,17 @@ def _output_path(out: Path, suffixes: tuple[str, ...]) -> Path:
     return out
 
 
-def _upscale(frames: list, factor: int, method: str) -> list:
-    from PIL import Image
-
-    if factor == 1:
-        return frames
-    resample = {"nearest": Image.Resampling.NEAREST, "bicubic": Image.Resampling.BICUBIC}[method]
-    return [f.resize((f.width * factor, f.height * factor), resample) for f in frames]
-
-
-def _write_atomic(path: Path, write) -> None:
-    """Write via ``write(tmp_path)`` to a hidden sibling, then rename: no half-written output on a crash."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_orbit(frames: list, out: Path, fps: float = 8.0, columns: int | None = None) -> list[Path]:
     """Write frames as ``out`` (.gif / .mp4 / .png) plus a PNG contact sheet beside it; returns the paths."""
     import math
 
-    import numpy as np
-
-    from novelview.images import make_grid, save_image
+    from novelview.images import make_grid, save_animation, save_image
 
     cols = columns or math.ceil(math.sqrt(len(frames)))
     sheet = make_grid([frames[i : i + cols] for i in range(0, len(frames), cols)])
-    suffix = out.suffix.lower()
-    if suffix == ".png":
+    if out.suffix.lower() == ".png":
         return [save_image(sheet, out)]
-    arrays = np.stack([np.asarray(f.convert("RGB")) for f in frames])
-    if suffix == ".gif":
-        import imageio.v3 as iio
-
-        _write_atomic(out, lambda p: iio.imwrite(p, arrays, extension=".gif", duration=1000.0 / fps, loop=0))
-    else:
-        import imageio.v3 as iio
-
-        # libx264 wants sides divisible by 16 for broad player support; imageio-ffmpeg pads/resizes if not.
-        _write_atomic(
-            out, lambda p: iio.imwrite(p, arrays, plugin="FFMPEG", fps=fps, macro_block_size=16)
-        )
-    sheet_path = out.with_name(f"{out.stem}_sheet.png")
-    return [out, save_image(sheet, sheet_path)]
+    return [save_animation(frames, out, fps=fps), save_image(sheet, out.with_name(f"{out.stem}_sheet.png"))]
 
 
 @app.command()
@@ -413,8 +362,8 @@ def sample(
         'or {"target_poses": [...], "input_pose": 4x4}.',
     ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
-    steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps."),
-    sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Denoising steps."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same views)."),
     input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
@@ -422,7 +371,6 @@ def sample(
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
     """Paint the object in IMAGE as seen from another camera."""
-    from novelview.errors import ConfigError
     from novelview.images import save_image
     from novelview.pipeline import Pipeline
 
@@ -432,13 +380,13 @@ def sample(
     if poses is None and azimuth is None and elevation is None and radius is None:
         raise ConfigError("no target camera: give --azimuth/--elevation (relative degrees) or --poses FILE")
     input_pose, targets = _read_poses_file(poses) if poses is not None else (None, None)
+    settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
     progress, close = _progress_bar("sampling")
     try:
         views = pipe.synthesize(
             image, target_poses=targets, azimuth=azimuth, elevation=elevation, radius=radius, input_pose=input_pose,
-            steps=steps, guidance=guidance, sampler=sampler, seed=seed, progress=progress,
-            input_elevation=input_elevation, crop="pad" if pad else "center",
+            settings=settings, progress=progress, input_elevation=input_elevation, crop="pad" if pad else "center",
         )
     finally:
         close()
@@ -476,8 +424,8 @@ def orbit(
         "(given, as 3DiM).",
     ),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
-    steps: int = typer.Option(25, "--steps", min=1, help="Denoising steps per view."),
-    sampler: str = typer.Option("dpmpp", "--sampler", help=_SAMPLER_HELP),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Denoising steps per view."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
     input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
@@ -488,7 +436,7 @@ def orbit(
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
     """Generate VIEWS frames around the object in IMAGE and write an animation plus a contact sheet."""
-    from novelview.errors import ConfigError
+    from novelview.images import enlarge
     from novelview.pipeline import Pipeline
 
     out = _check_out(_output_path(out, (".gif", ".mp4", ".png")))
@@ -496,17 +444,19 @@ def orbit(
         raise ConfigError(f"--views {views}: an orbit has at most {MAX_ORBIT_VIEWS} frames (one per degree)")
     if upscale_filter not in ("nearest", "bicubic"):
         raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
+    settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed, stochastic=stochastic,
+                                order=order)  # type: ignore[arg-type]
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
     progress, close = _progress_bar("orbit")
     try:
         frames = pipe.orbit(
-            image, n_views=views, elevation=elevation, stochastic=stochastic, radius=radius, steps=steps,
-            guidance=guidance, sampler=sampler, seed=seed, progress=progress, input_elevation=input_elevation,
-            crop="pad" if pad else "center", order=order,
+            image, n_views=views, elevation=elevation, radius=radius, settings=settings, progress=progress,
+            input_elevation=input_elevation, crop="pad" if pad else "center",
         )
     finally:
         close()
-    written = write_orbit(_upscale(frames, upscale, upscale_filter), out, fps=fps)
+    enlarged = [enlarge(f, upscale, resample=upscale_filter) for f in frames]  # type: ignore[arg-type]
+    written = write_orbit(enlarged, out, fps=fps)
     typer.echo("\n".join(str(p) for p in written))
 
 
@@ -527,8 +477,8 @@ def eval_command(
     cond_view: Optional[int] = typer.Option(
         None, "--cond-view", min=0, help="Use this view of every object as the condition (default: drawn from --seed)."
     ),
-    sampler: str = typer.Option("dpmpp", "--sampler", help="dpmpp, ddim or ddpm."),
-    steps: int = typer.Option(25, "--steps", help="Denoising steps."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     samples: int = typer.Option(
         1, "--samples", min=1, help="Also score the mean of N unguided samples per view (the model's estimate of "
@@ -631,14 +581,15 @@ def demo(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint or run directory (default: shipped)."),
     example: Optional[str] = typer.Option(None, "--example", help="Example object name or SRN object folder."),
     out: Path = typer.Option(Path("outputs/demo"), "--out", help="Where orbit.gif and compare.png go."),
-    steps: int = typer.Option(25, "--steps", help="Denoising steps per view."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance weight."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps per view."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The main job: a 24-view orbit of a held-out object from one picture, next to the ground truth."""
     from novelview.demo import run_demo
 
-    result = run_demo(checkpoint, example, _check_out(out), steps=steps, guidance=guidance, seed=seed)
+    settings = SamplingSettings(steps=steps, guidance=guidance, seed=seed, stochastic=True)
+    result = run_demo(checkpoint, example, _check_out(out), settings)
     typer.echo(f"orbit:   {result.orbit_gif}   (generated | ground truth)")
     typer.echo(f"compare: {result.compare_png}   (top: input + generated, bottom: input + ground truth)")
     typer.echo(f"novel views vs ground truth: PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}")
@@ -667,7 +618,6 @@ def data_render(
     up: str = typer.Option("auto", "--up", help="Up axis of the files: auto (y for glb/gltf/obj, else z), y or z."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUT first instead of resuming."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    no_manifest: bool = typer.Option(False, "--no-manifest", help="Skip writing the manifest (see `data index`)."),
 ) -> None:
     """Render a folder of meshes into a multi-view dataset (same layout and cameras as `data synth`)."""
     from novelview.data.viewpoints import CameraDistribution
@@ -677,18 +627,32 @@ def data_render(
                               mode=camera_mode)  # type: ignore[arg-type]
     cfg = RenderConfig(views=views, size=size, format=format, cameras=cams, seed=seed, antialias=antialias,  # type: ignore[arg-type]
                        up=up)  # type: ignore[arg-type]
-    summary = render_dataset(mesh_dir, _check_out(out), cfg, workers=workers, overwrite=overwrite, progress=not quiet,
-                             manifest=not no_manifest)
+    summary = render_dataset(mesh_dir, _check_out(out), cfg, workers=workers, overwrite=overwrite, progress=not quiet)
     typer.echo(f"rendered {len(summary.rendered)}, skipped {len(summary.skipped)} already complete, "
                f"failed {len(summary.failed)}" + (f" (listed in {out / 'failures.txt'})" if summary.failed else ""))
-    if summary.manifest_error:
-        typer.echo(f"manifest not written: {summary.manifest_error}", err=True)
     if summary.failed and not summary.rendered and not summary.skipped:
         raise ConfigError(f"no mesh in {mesh_dir} could be rendered; see {out / 'failures.txt'}")
 
 
+HELP_WIDTH = 120
+
+
+def _wide_help() -> None:
+    """Let ``--help`` tables be at least :data:`HELP_WIDTH` columns wide (unless ``TERMINAL_WIDTH`` says
+    otherwise): at the 80 columns of a pipe, rich cuts long option names such as ``--self-condition`` short."""
+    import shutil
+
+    try:
+        from typer import rich_utils
+    except ImportError:  # without rich, click wraps help text and never cuts option names
+        return
+    if rich_utils.MAX_WIDTH is None:
+        rich_utils.MAX_WIDTH = max(shutil.get_terminal_size().columns, HELP_WIDTH)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
+    _wide_help()
     try:
         app(args=argv, standalone_mode=True)
     except NovelviewError as err:

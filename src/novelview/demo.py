@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 
 from novelview import images
-from novelview.errors import ConfigError, DataError
+from novelview.data.atomic import write_text_atomic
+from novelview.errors import DataError
+from novelview.sampling import SamplingSettings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "objects"
 
@@ -58,87 +60,78 @@ def run_demo(
     checkpoint: str | Path | None = None,
     example: str | Path | None = None,
     out_dir: str | Path = "outputs/demo",
-    steps: int = 25,
-    guidance: float | None = None,
-    seed: int = 0,
+    settings: SamplingSettings | None = None,
     upscale: int = 4,
     progress: bool = True,
 ) -> DemoResult:
-    """Generate the demo orbit for ``example`` (default: the first shipped example) and score it."""
+    """Generate the demo orbit for ``example`` (default: the first shipped example) and score it.
+
+    ``settings`` default to ``SamplingSettings(stochastic=True)`` (seed 0, the checkpoint's guidance)."""
     import time
 
-    from tqdm.auto import tqdm
-
     from novelview.data.formats import load_view
-    from novelview.evaluation.metrics import psnr as psnr_fn
-    from novelview.evaluation.metrics import ssim as ssim_fn
     from novelview.pipeline import Pipeline
 
-    if steps < 1 or seed < 0:
-        raise ConfigError(f"need --steps >= 1 and --seed >= 0, got {steps} and {seed}")
+    settings = SamplingSettings(stochastic=True) if settings is None else settings
     scene = _example_scene(example)
     pipe = Pipeline.from_checkpoint(checkpoint)
     size = pipe.image_size
     n_views = scene.num_views
     truth = torch.stack([load_view(scene, i, size)[0] for i in range(n_views)])
-    input_path = scene.image_paths[0]
-
-    bar = tqdm(total=(n_views - 1) * steps, desc="orbit", unit="step", disable=not progress, dynamic_ncols=True)
-
-    def on_step(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, on_step = _progress_bar((n_views - 1) * settings.steps, progress)
     start = time.perf_counter()
-    frames = pipe.orbit(
-        input_path, n_views=n_views, stochastic=True, input_pose=scene.poses[0], steps=steps, guidance=guidance,
-        seed=seed, progress=on_step,
-    )
+    frames = pipe.orbit(scene.image_paths[0], n_views=n_views, input_pose=scene.poses[0], settings=settings,
+                        progress=on_step)
     seconds = time.perf_counter() - start
     bar.close()
     generated = torch.stack([images.pil_to_tensor(f) for f in frames])
-
-    # Frame 0 is the input itself; score the 23 novel views, and the copy-the-input baseline on the same views.
-    novel_pred, novel_true = generated[1:], truth[1:]
-    copy = truth[:1].expand_as(novel_true)
-    scores = {
-        "psnr": psnr_fn(novel_pred, novel_true).mean().item(),
-        "ssim": ssim_fn(novel_pred, novel_true).mean().item(),
-        "copy_psnr": psnr_fn(copy, novel_true).mean().item(),
-        "copy_ssim": ssim_fn(copy, novel_true).mean().item(),
-    }
+    scores = _scores(generated, truth)
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     def big(x: torch.Tensor) -> Image.Image:
-        return images.to_pil(x).resize((size * upscale, size * upscale), Image.NEAREST)
+        return images.enlarge(images.to_pil(x), upscale)
 
     pairs = [images.make_grid([[big(g), big(t)]], padding=4) for g, t in zip(generated, truth)]
-    orbit_gif = out / "orbit.gif"
-    pairs[0].save(orbit_gif, save_all=True, append_images=pairs[1:], duration=125, loop=0, disposal=1)
+    orbit_gif = images.save_animation(pairs, out / "orbit.gif", fps=8.0)
     every = max(1, n_views // 6)
     shown = list(range(every, n_views, every))[:6]
     rows = [
         [big(truth[0])] + [big(generated[i]) for i in shown],
         [big(truth[0])] + [big(truth[i]) for i in shown],
     ]
-    compare_png = out / "compare.png"
-    images.make_grid(rows, padding=4).save(compare_png)
-    (out / "metrics.json").write_text(
-        json.dumps(
-            {
-                "example": scene.name,
-                "checkpoint": str(checkpoint or "default"),
-                "views": n_views,
-                "steps": steps,
-                "seed": seed,
-                "seconds": seconds,
-                "compare_columns": ["input"] + [f"view {i}" for i in shown],
-                **scores,
-            },
-            indent=2,
-        )
-    )
+    compare_png = images.save_image(images.make_grid(rows, padding=4), out / "compare.png")
+    metrics = {"example": scene.name, "checkpoint": str(checkpoint or "default"), "views": n_views,
+               "steps": settings.steps, "seed": settings.seed, "seconds": seconds,
+               "compare_columns": ["input"] + [f"view {i}" for i in shown], **scores}
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     return DemoResult(out, orbit_gif, compare_png, seconds=seconds, **scores)
+
+
+def _progress_bar(total: int, show: bool):
+    """A tqdm bar and the ``progress(done, total)`` callback that moves it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="orbit", unit="step", disable=not show, dynamic_ncols=True)
+
+    def on_step(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, on_step
+
+
+def _scores(generated: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """PSNR / SSIM of the novel views and of the copy-the-input baseline on the same views. Frame 0 is the input
+    itself, so only the others count."""
+    from novelview.evaluation.metrics import psnr, ssim
+
+    novel_pred, novel_true = generated[1:], truth[1:]
+    copy = truth[:1].expand_as(novel_true)
+    return {
+        "psnr": psnr(novel_pred, novel_true).mean().item(),
+        "ssim": ssim(novel_pred, novel_true).mean().item(),
+        "copy_psnr": psnr(copy, novel_true).mean().item(),
+        "copy_ssim": ssim(copy, novel_true).mean().item(),
+    }

@@ -2,7 +2,7 @@
 
 Noise levels are described by the log signal-to-noise ratio ``logsnr = log(alpha^2 / sigma^2)`` of a
 variance-preserving process ``z_t = alpha * x0 + sigma * eps`` with ``alpha^2 + sigma^2 = 1``. The model is
-told exactly the ``logsnr`` whose ``alpha, sigma`` noised its input; the 3DiM seed fed the network a noise level
+told exactly the ``logsnr`` whose ``alpha, sigma`` noised its input; the 3DiM reference fed the network a noise level
 from a different schedule than the one it applied, which is the bug this design rules out.
 
 Pure functions of tensors: this module imports nothing else from novelview.
@@ -225,12 +225,12 @@ def variational_bound_term(
     return kl.mean(dim=tuple(range(1, kl.ndim))) / math.log(2.0)
 
 
-CONDITIONING_KEYS = ("cond_image", "cond_pose", "target_pose", "cond_K", "target_K")
+MODEL_INPUT_KEYS = ("cond_image", "cond_pose", "target_pose", "cond_K", "target_K")
 
 
-def conditioning(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+def model_inputs(batch: dict[str, Tensor]) -> dict[str, Tensor]:
     """The keyword arguments a backbone takes besides ``z_t`` and ``logsnr``, from a dataset batch."""
-    return {key: batch[key] for key in CONDITIONING_KEYS}
+    return {key: batch[key] for key in MODEL_INPUT_KEYS}
 
 
 @dataclass
@@ -279,7 +279,7 @@ def training_loss(
     """One diffusion training loss on a batch from ``MultiViewDataset``.
 
     Returns ``{"loss": scalar to minimise, "mse": scalar, "vb": scalar (0 without learned variance)}``.
-    The classifier-free-guidance mask is part of ``draw``, fresh on every step (the 3DiM seed drew it once).
+    The classifier-free-guidance mask is part of ``draw``, fresh on every step (the 3DiM reference drew it once).
     """
     x0 = batch["target_image"]
     device = x0.device
@@ -294,10 +294,10 @@ def training_loss(
         extra["x_self"] = _self_condition_estimate(model, z_t, logsnr, batch, draw, cfg)
     render_loss = torch.zeros((), device=device)
     if cfg.render_weight > 0:
-        out, render = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond, return_render=True, **extra)
+        out, render = model(z_t, logsnr, **model_inputs(batch), drop_cond=draw.drop_cond, return_render=True, **extra)
         render_loss = _render_loss(render, x0, draw.drop_cond)
     else:
-        out = model(z_t, logsnr, **conditioning(batch), drop_cond=draw.drop_cond, **extra)
+        out = model(z_t, logsnr, **model_inputs(batch), drop_cond=draw.drop_cond, **extra)
     pred = out[:, :channels].float()
     target = prediction_target(x0, noise, logsnr, cfg.prediction)
     per_sample = ((pred - target) ** 2).mean(dim=tuple(range(1, pred.ndim)))
@@ -336,7 +336,7 @@ def _self_condition_estimate(
     # The bare module, not a DDP wrapper: a gradient-free pass must not join DDP's collectives, which the
     # other processes (with their own number of chosen samples) would not.
     net = getattr(model, "module", model)
-    cond = {k: v[chosen] for k, v in conditioning(batch).items()}
+    cond = {k: v[chosen] for k, v in model_inputs(batch).items()}
     with torch.no_grad():
         out = net(z_t[chosen], logsnr[chosen], **cond, drop_cond=draw.drop_cond[chosen], x_self=estimate[chosen])
         x0, _ = to_x0_eps(out[:, : z_t.shape[1]].float(), z_t[chosen].float(), logsnr[chosen], cfg.prediction)
@@ -356,7 +356,7 @@ def regression_loss(
     b = x0.shape[0]
     logsnr = torch.full((b,), REGRESSION_LOGSNR, device=x0.device)
     extra = {} if pixels is None else {"pixels": pixels}
-    out = model(torch.zeros_like(x0), logsnr, **conditioning(batch), drop_cond=None, **extra)[:, : x0.shape[1]].float()
+    out = model(torch.zeros_like(x0), logsnr, **model_inputs(batch), drop_cond=None, **extra)[:, : x0.shape[1]].float()
     if pixels is not None:
         x0 = x0.flatten(2).gather(2, pixels[:, None].expand(-1, x0.shape[1], -1))
     err = (out - x0).abs() if kind == "l1" else (out - x0) ** 2

@@ -27,15 +27,9 @@ from novelview.evaluation import metrics
 from novelview.evaluation import protocol as proto
 from novelview.evaluation import report as rep
 from novelview.evaluation.consistency import FieldConfig, consistency_score
-from novelview.evaluation.methods import (
-    CheckpointMethod,
-    CopyCondition,
-    Method,
-    SampleMean,
-    SamplingSettings,
-    WhiteBackground,
-)
-from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, View
+from novelview.evaluation.methods import CheckpointMethod, CopyCondition, Method, SampleMean, WhiteBackground
+from novelview.images import enlarge, save_animation, to_pil
+from novelview.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplingSettings, View
 
 PRIMARY = "model"
 
@@ -171,9 +165,42 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
     """Evaluate per ``cfg``; see :func:`evaluate`."""
     from tqdm.auto import tqdm
 
-    from novelview.data.views import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, MultiViewDataset
+    model, methods = _methods(cfg)
+    dataset, split = _split(cfg, model)
+    tasks = proto.make_protocol(dataset.scenes, cfg.objects, cfg.targets_per_object, cfg.seed, cfg.cond_view)
+    views = _Views(dataset)
+    lpips_fn, lpips_info = _lpips(cfg)
+    scored = _Scored()
+    for task in tqdm(tasks, desc="eval", unit="object", disable=not cfg.progress):
+        _score_task(cfg, methods, task, views, lpips_fn, scored)
 
-    settings = SamplingSettings(cfg.sampler, cfg.steps, cfg.guidance, cfg.batch_size)
+    names = [m.name for m in methods]
+    summary = rep.summarize(scored.records, names)
+    consistency = _consistency(cfg, model, dataset, tasks, views) if cfg.consistency_objects else None
+    report = rep.EvalReport(
+        config={**cfg.to_dict(), "checkpoint": str(model.path), "image_size": model.image_size,
+                "guidance": model.guidance if not model.is_regression else None},
+        protocol=_protocol(cfg, dataset, split, tasks, scored.mask_sources),
+        methods={m.name: m.describe() for m in methods},
+        primary=PRIMARY,
+        views=scored.records,
+        summary=summary,
+        margins=rep.margins(summary, PRIMARY, names[1:]),
+        lpips=lpips_info,
+        distribution=_distribution(scored.pooled, names),
+        consistency=consistency[0] if consistency else None,
+        environment=rep.environment(cfg.device),
+    )
+    if out is not None:
+        _write(report, Path(out), scored.grid_rows, consistency[1] if consistency else [], cfg, model, dataset, tasks,
+               views)
+    return report
+
+
+def _methods(cfg: EvalConfig) -> tuple[CheckpointMethod, list[Method]]:
+    """The model under test, then the baselines, all sampled per one :class:`SamplingSettings`."""
+    settings = SamplingSettings(sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
+                                batch=cfg.batch_size)
     model = CheckpointMethod(PRIMARY, resolve_checkpoint(cfg.checkpoint), settings, cfg.device)
     size = model.image_size
     methods: list[Method] = [model, CopyCondition(), WhiteBackground()]
@@ -186,97 +213,97 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
             raise ConfigError(f"{path}: baseline works at {baseline.image_size} px but the model at {size} px; "
                               "compare checkpoints of the same image size")
         methods.append(baseline)
+    return model, methods
 
-    # The object split exactly as training made it, so "test" objects were never trained on.
+
+def _split(cfg: EvalConfig, model: CheckpointMethod) -> tuple[Any, dict[str, Any]]:
+    """The dataset's objects split exactly as training split them (so "test" objects were never trained on), and
+    the split's ``split_seed`` / ``val_fraction`` / ``test_fraction``."""
+    from novelview.data.views import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, MultiViewDataset
+
     training = model.pipe.config.training or {}
+
     def setting(value: Any, key: str, default: Any) -> Any:
         return value if value is not None else training.get(key, default)
 
-    split_seed = int(setting(cfg.split_seed, "split_seed", 0))
-    val_fraction = float(setting(cfg.val_fraction, "val_fraction", DEFAULT_VAL_FRACTION))
-    test_fraction = float(setting(cfg.test_fraction, "test_fraction", DEFAULT_TEST_FRACTION))
-    dataset = MultiViewDataset(cfg.data, size=size, split=cfg.split, split_seed=split_seed,
-                               val_fraction=val_fraction, test_fraction=test_fraction)
+    split = {
+        "split_seed": int(setting(cfg.split_seed, "split_seed", 0)),
+        "val_fraction": float(setting(cfg.val_fraction, "val_fraction", DEFAULT_VAL_FRACTION)),
+        "test_fraction": float(setting(cfg.test_fraction, "test_fraction", DEFAULT_TEST_FRACTION)),
+    }
+    dataset = MultiViewDataset(cfg.data, size=model.image_size, split=cfg.split, **split)
     if not dataset.scenes:
         raise ConfigError(f"{cfg.data}: split {cfg.split!r} has no objects ({len(dataset.all_scenes)} objects in all; "
                           "datasets of 1-2 objects are all training) — use --split all or more objects")
-    tasks = proto.make_protocol(dataset.scenes, cfg.objects, cfg.targets_per_object, cfg.seed, cfg.cond_view)
-    views = _Views(dataset)
-    lpips_fn, lpips_info = _lpips(cfg)
+    return dataset, split
 
-    records: list[dict[str, Any]] = []
-    pooled: dict[str, dict[str, list[Tensor]]] = {}  # bin -> method (and "truth") -> images, for set metrics
-    grid_rows: list[list[Tensor]] = []
-    mask_sources: set[str] = set()
-    for task in tqdm(tasks, desc="eval", unit="object", disable=not cfg.progress):
-        cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
-        source = View(cond_img[0], cond_pose[0], cond_k[0])
-        targets, poses, ks = views.images(task.object_index, list(task.target_views))
-        mask, mask_source = views.mask(task.object_index, list(task.target_views), targets, cfg.mask_dilation)
-        mask_sources.add(mask_source)
-        angles = cameras.angle_between_views(source.pose.double().expand_as(poses.double()), poses.double())
-        scores: dict[str, metrics.ImageScores] = {}
-        preds: dict[str, Tensor] = {}
-        for method in methods:
-            preds[method.name] = method.predict(source, poses, ks, _generator(cfg.seed, task.object_name))
-            scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
-        for j, v in enumerate(task.target_views):
-            angle = float(angles[j])
-            angle_bin = metrics.angle_bin(angle)
-            for label in (angle_bin, rep.ALL):
-                pool = pooled.setdefault(label, {})
-                for name, images in (*preds.items(), ("truth", targets)):
-                    pool.setdefault(name, []).append(images[j])
-            records.append({
-                "object": task.object_name,
-                "cond_view": task.cond_view,
-                "target_view": v,
-                "angle_deg": round(angle, 4),
-                "bin": angle_bin,
-                "mask_pixels": int(mask[j].sum()),
-                "scores": {name: _view_scores(s, j) for name, s in scores.items()},
-            })
-        if len(grid_rows) < cfg.grid_objects:
-            k = min(cfg.grid_targets, len(task.target_views))
-            grid_rows.append([source.image, *targets[:k], *preds[PRIMARY][:k]])
 
-    names = [m.name for m in methods]
-    summary = rep.summarize(records, names)
-    consistency = _consistency(cfg, model, dataset, tasks, views) if cfg.consistency_objects else None
-    report = rep.EvalReport(
-        config={**cfg.to_dict(), "checkpoint": str(model.path), "image_size": size,
-                "guidance": model.guidance if not model.is_regression else None},
-        protocol={
-            "rules": _RULES,
-            "seed": cfg.seed,
-            "split": cfg.split,
-            "split_seed": split_seed,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "format": getattr(dataset.scenes[0], "format", ""),
-            "objects_in_split": len(dataset.scenes),
-            "objects_evaluated": len(tasks),
-            "targets_per_object": cfg.targets_per_object,
-            "cond_view": cfg.cond_view,
-            "mask": sorted(mask_sources),
-            "mask_dilation_px": cfg.mask_dilation,
-            "psnr_cap_db": metrics.PSNR_CAP_DB,
-            "angle_bins_deg": [list(b) for b in metrics.ANGLE_BINS],
-            "tasks": [t.to_dict() for t in tasks],
-        },
-        methods={m.name: m.describe() for m in methods},
-        primary=PRIMARY,
-        views=records,
-        summary=summary,
-        margins=rep.margins(summary, PRIMARY, names[1:]),
-        lpips=lpips_info,
-        distribution=_distribution(pooled, names),
-        consistency=consistency[0] if consistency else None,
-        environment=rep.environment(cfg.device),
-    )
-    if out is not None:
-        _write(report, Path(out), grid_rows, consistency[1] if consistency else [], cfg, model, dataset, tasks, views)
-    return report
+@dataclass
+class _Scored:
+    """What scoring the tasks collects: one record per target view, every method's images pooled per angle bin
+    (and "truth": the targets) for the set metrics, the picture grid's rows, where the object masks came from."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    pooled: dict[str, dict[str, list[Tensor]]] = field(default_factory=dict)
+    grid_rows: list[list[Tensor]] = field(default_factory=list)
+    mask_sources: set[str] = field(default_factory=set)
+
+
+def _score_task(
+    cfg: EvalConfig, methods: list[Method], task: proto.EvalTask, views: _Views, lpips_fn: Any, scored: _Scored
+) -> None:
+    """Every method's predictions of one object's targets, scored view by view into ``scored``."""
+    cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
+    source = View(cond_img[0], cond_pose[0], cond_k[0])
+    targets, poses, ks = views.images(task.object_index, list(task.target_views))
+    mask, mask_source = views.mask(task.object_index, list(task.target_views), targets, cfg.mask_dilation)
+    scored.mask_sources.add(mask_source)
+    angles = cameras.angle_between_views(source.pose.double().expand_as(poses.double()), poses.double())
+    scores: dict[str, metrics.ImageScores] = {}
+    preds: dict[str, Tensor] = {}
+    for method in methods:
+        preds[method.name] = method.predict(source, poses, ks, _generator(cfg.seed, task.object_name))
+        scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
+    for j, v in enumerate(task.target_views):
+        angle = float(angles[j])
+        angle_bin = metrics.angle_bin(angle)
+        for label in (angle_bin, rep.ALL):
+            pool = scored.pooled.setdefault(label, {})
+            for name, images in (*preds.items(), ("truth", targets)):
+                pool.setdefault(name, []).append(images[j])
+        scored.records.append({
+            "object": task.object_name,
+            "cond_view": task.cond_view,
+            "target_view": v,
+            "angle_deg": round(angle, 4),
+            "bin": angle_bin,
+            "mask_pixels": int(mask[j].sum()),
+            "scores": {name: _view_scores(s, j) for name, s in scores.items()},
+        })
+    if len(scored.grid_rows) < cfg.grid_objects:
+        k = min(cfg.grid_targets, len(task.target_views))
+        scored.grid_rows.append([source.image, *targets[:k], *preds[PRIMARY][:k]])
+
+
+def _protocol(
+    cfg: EvalConfig, dataset: Any, split: dict[str, Any], tasks: list[proto.EvalTask], mask_sources: set[str]
+) -> dict[str, Any]:
+    return {
+        "rules": _RULES,
+        "seed": cfg.seed,
+        "split": cfg.split,
+        **split,
+        "format": getattr(dataset.scenes[0], "format", ""),
+        "objects_in_split": len(dataset.scenes),
+        "objects_evaluated": len(tasks),
+        "targets_per_object": cfg.targets_per_object,
+        "cond_view": cfg.cond_view,
+        "mask": sorted(mask_sources),
+        "mask_dilation_px": cfg.mask_dilation,
+        "psnr_cap_db": metrics.PSNR_CAP_DB,
+        "angle_bins_deg": [list(b) for b in metrics.ANGLE_BINS],
+        "tasks": [t.to_dict() for t in tasks],
+    }
 
 
 def _distribution(pooled: dict[str, dict[str, list[Tensor]]], names: list[str]) -> dict[str, Any]:
@@ -364,8 +391,8 @@ def _write(
             "consistency.png (per object: GT held-out, GT-field renders, generated held-out, generated-field renders)"
         )
     for task in tasks[: cfg.orbits]:
-        frames = _orbit_frames(cfg, model, task, views)
-        rep.save_gif(frames, out / "orbits" / f"{task.object_name}.gif")
+        frames = [enlarge(to_pil(f), min_side=128) for f in _orbit_frames(cfg, model, task, views)]
+        save_animation(frames, out / "orbits" / f"{task.object_name}.gif")
         report.files[f"orbit:{task.object_name}"] = f"orbits/{task.object_name}.gif"
     report.files["report_json"] = "report.json"
     report.files["report_md"] = "report.md"

@@ -36,10 +36,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from novelview.data.atomic import write_atomic
 from novelview.errors import DataError
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray | Tensor | bytes
 Crop = Literal["center", "pad"]
+Resample = Literal["nearest", "bicubic"]
 
 #: Refuse images with more pixels than this (about 8k x 8k) before decoding them.
 DEFAULT_MAX_PIXELS = 8192 * 8192
@@ -423,17 +425,63 @@ def save_image(image: Tensor | Image.Image | np.ndarray, path: str | os.PathLike
     img = image if isinstance(image, Image.Image) else (
         _array_to_pil(image, str(path)) if isinstance(image, np.ndarray) else to_pil(image)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown image file extension {path.suffix!r}")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return write_atomic(path, lambda tmp: img.save(tmp, format=fmt))
+
+
+def enlarge(
+    image: Image.Image, factor: int | None = None, *, min_side: int = 0, resample: Resample = "nearest"
+) -> Image.Image:
+    """``image`` enlarged by an integer ``factor``, or by the smallest one that makes its shorter side at least
+    ``min_side`` pixels, for viewing. Nearest-neighbour (the default) keeps every pixel as the model made it."""
+    if factor is None:
+        factor = max(1, -(-min_side // max(1, min(image.size))))
+    if factor == 1:
+        return image
+    method = {"nearest": Image.Resampling.NEAREST, "bicubic": Image.Resampling.BICUBIC}[resample]
+    return image.resize((image.width * factor, image.height * factor), method)
+
+
+def save_animation(frames: Sequence[Tensor | Image.Image], path: str | os.PathLike, fps: float = 8.0) -> Path:
+    """Write ``frames`` (tensors in [-1, 1] or PIL images) as an endlessly looping GIF or an H.264 MP4, as the
+    suffix of ``path`` says, atomically."""
+    path = Path(path)
+    pictures = [(f if isinstance(f, Image.Image) else to_pil(f)).convert("RGB") for f in frames]
+    if not pictures:
+        raise ValueError("an animation needs at least one frame")
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        duration = round(1000.0 / fps)
+        return write_atomic(path, lambda tmp: pictures[0].save(
+            tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=duration, loop=0))
+    if suffix == ".mp4":
+        return write_atomic(path, lambda tmp: _write_mp4(pictures, tmp, fps))
+    raise DataError(f"{path}: an animation is written as .gif or .mp4, not {path.suffix!r}")
+
+
+def _write_mp4(frames: list[Image.Image], path: Path, fps: float) -> None:
+    import imageio_ffmpeg
+
+    # H.264 in yuv420p needs even sides; multiples of 16 keep every decoder happy. Frames are padded with white
+    # rather than resized, so their pixels stay as they are.
+    w, h = frames[0].size
+    w16, h16 = -(-w // 16) * 16, -(-h // 16) * 16
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (w16, h16), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+        ffmpeg_log_level="error", output_params=["-movflags", "+faststart"],
+    )
     try:
-        img.save(tmp, format=fmt)
-        os.replace(tmp, path)
+        writer.send(None)
+        for frame in frames:
+            if frame.size != (w16, h16):
+                canvas = Image.new("RGB", (w16, h16), WHITE)
+                canvas.paste(frame, (0, 0))
+                frame = canvas
+            writer.send(np.ascontiguousarray(np.asarray(frame, dtype=np.uint8)))
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        writer.close()
 
 
 def make_grid(
@@ -471,6 +519,7 @@ __all__ = [
     "DATASET_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "PICTURE_FORMATS",
+    "enlarge",
     "load_image",
     "load_mask",
     "load_rgb_uint8",
@@ -482,6 +531,7 @@ __all__ = [
     "read_rgb",
     "remap",
     "resize",
+    "save_animation",
     "save_image",
     "square",
     "square_box",

@@ -31,19 +31,7 @@ from novelview.checkpoint import CheckpointConfig, load_model
 from novelview.devices import resolve_device
 from novelview.errors import ConfigError, NovelviewError, PoseError
 from novelview.images import Crop, ImageSource
-from novelview.sampling import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    Order,
-    Progress,
-    View,
-    canonical_sampler,
-    check_guidance,
-    check_steps,
-    generate_views,
-    regress_views,
-)
+from novelview.sampling import DEFAULT_GUIDANCE, Progress, SamplingSettings, View, generate
 
 #: Camera of the training distribution when a checkpoint's config.json does not record one (procedural data).
 DEFAULT_CAMERA = {"radius": 2.5, "fov_deg": 40.0, "elevation_mean": 17.5}
@@ -113,7 +101,8 @@ class Pipeline:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = config
-        self._net: Callable[..., Tensor] = torch.compile(self.model) if compile else self.model
+        #: What runs the model: the module itself, or its ``torch.compile`` wrapper.
+        self.network: Callable[..., Tensor] = torch.compile(self.model) if compile else self.model
         self.autocast = (self.device.type == "cuda") if autocast is None else bool(autocast)
 
     @classmethod
@@ -185,81 +174,41 @@ class Pipeline:
 
     # ----------------------------------------------------------------------------------------- generation
 
-    def _network(self) -> Callable[..., Tensor]:
-        if not self.autocast:
-            return self._net
-        net, device_type = self._net, self.device.type
-
-        def forward(*args: Any, **kwargs: Any) -> Tensor:
-            with torch.autocast(device_type, dtype=torch.bfloat16):
-                return net(*args, **kwargs)
-
-        return forward
-
-    def _sampling_settings(
-        self, sampler: Any, steps: Any, guidance: Any, seed: Any
-    ) -> tuple[str, int, float, torch.Generator]:
-        """Checked sampler name, step count, guidance weight and a seeded generator (user errors named)."""
-        if not isinstance(sampler, str):
-            raise ConfigError(f"sampler must be a name such as 'dpmpp', got {sampler!r}")
-        sampler = canonical_sampler(sampler)
-        steps = check_steps(steps, self.config.diffusion)
-        guidance = self.default_guidance() if guidance is None else check_guidance(_number(guidance, "guidance"))
-        generator = torch.Generator()  # CPU: the same seed gives the same views on every device
-        if seed is None:
-            generator.seed()
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-            raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-        else:
-            generator.manual_seed(int(seed))
-        return sampler, steps, guidance, generator
-
-    def _generate(
+    def generate(
         self,
         source: View,
         target_poses: Tensor,
+        settings: SamplingSettings | None = None,
         *,
-        stochastic: bool,
-        steps: int,
-        guidance: float | None,
-        sampler: str,
-        seed: int | None,
-        progress: Progress | None,
-        batch_size: int,
-        order: Order = "nearest",
+        target_K: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
     ) -> Tensor:
-        sampler, steps, guidance, generator = self._sampling_settings(sampler, steps, guidance, seed)
+        """Views ``[N, 3, H, W]`` in [-1, 1] of ``source`` (a posed image tensor) at ``target_poses``, by
+        :func:`novelview.sampling.generate` with this checkpoint's network, noise process, objective, guidance
+        default and autocast. ``target_K`` defaults to the source's intrinsics; ``generator`` to one seeded by
+        ``settings.seed``. Output that is not finite raises :class:`NovelviewError`."""
+        settings = SamplingSettings() if settings is None else settings
         source = View(source.image.to(self.device), source.pose.to(self.device), source.K.to(self.device))
-        target_K = source.K.expand(target_poses.shape[0], 3, 3)
-        with torch.inference_mode():
-            if self.is_regression:  # one-step predictor: no noise, no guidance, no steps
-                return _finite(regress_views(
-                    self._network(), source, target_poses, target_K, batch_size=batch_size, progress=progress
-                ))
-            return _finite(generate_views(
-                self._network(),
-                self.config.diffusion,
-                source,
-                target_poses,
-                target_K,
-                stochastic=stochastic,
-                sampler=sampler,
-                steps=steps,
-                guidance=guidance,
-                generator=generator,
-                progress=progress,
-                batch_size=batch_size,
-                order=order,
-            ))
+        target_K = source.K if target_K is None else target_K
+        views = generate(
+            self.network, self.config.diffusion, source, target_poses.to(self.device), target_K, settings,
+            objective=self.config.objective, default_guidance=self.default_guidance(), autocast=self.autocast,
+            generator=generator, progress=progress,
+        )
+        return _finite(views)
 
-    def _source(
+    def input_view(
         self,
         image: ImageSource,
-        input_pose: PoseLike | None,
-        input_elevation: float | None,
-        fov_deg: float | None,
-        crop: Crop,
+        input_pose: PoseLike | None = None,
+        input_elevation: float | None = None,
+        fov_deg: float | None = None,
+        crop: Crop = "center",
     ) -> View:
+        """The input picture as the model sees it, with its camera: ``input_pose`` (a 4x4 camera-to-world) or
+        else the canonical input camera (:meth:`input_camera`) at ``input_elevation``; ``fov_deg`` overrides the
+        data's field of view."""
         x = self.load(image, crop)
         if input_pose is not None:
             pose = as_poses(input_pose, "input_pose")
@@ -269,6 +218,27 @@ class Pipeline:
         else:
             pose, K = self.input_camera(input_elevation, None, fov_deg)
         return View(x, pose, K)
+
+    def target_poses(
+        self,
+        input_pose: Tensor,
+        target_poses: PoseLike | None = None,
+        azimuth: Angles | None = None,
+        elevation: Angles | None = None,
+        radius: float | None = None,
+    ) -> Tensor:
+        """The target cameras ``[N, 4, 4]`` of :meth:`synthesize`: ``target_poses`` as given (validated), or turned
+        from ``input_pose`` by relative ``azimuth`` / ``elevation`` (see :meth:`relative_poses`); not both."""
+        relative = azimuth is not None or elevation is not None or radius is not None
+        if target_poses is not None and relative:
+            raise ConfigError("give either target_poses or azimuth/elevation/radius, not both")
+        if target_poses is not None:
+            return as_poses(target_poses)
+        if not relative:
+            raise ConfigError("no target camera: give target_poses or azimuth/elevation")
+        return self.relative_poses(
+            input_pose, 0.0 if azimuth is None else azimuth, 0.0 if elevation is None else elevation, radius
+        )
 
     def relative_poses(
         self, input_pose: Tensor, azimuth: Angles = 0.0, elevation: Angles = 0.0, radius: float | None = None
@@ -314,78 +284,54 @@ class Pipeline:
         radius: float | None = None,
         input_pose: PoseLike | None = None,
         *,
-        steps: int = DEFAULT_STEPS,
-        guidance: float | None = None,
-        sampler: str = DEFAULT_SAMPLER,
-        seed: int | None = 0,
+        settings: SamplingSettings | None = None,
         progress: Progress | None = None,
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
-        batch_size: int = 16,
     ) -> list[Image.Image]:
-        """Novel views of the object in ``image``, one per target camera, each conditioned on ``image`` only.
+        """Novel views of the object in ``image``, one per target camera (:meth:`target_poses`).
 
         Targets are either ``target_poses`` (one 4x4 or a list; absolute, in the frame of ``input_pose``) or
         ``azimuth`` / ``elevation`` relative to the input view (scalars or equal-length lists; ``radius`` moves
-        the camera closer or further). ``guidance=None`` uses :meth:`default_guidance` (the checkpoint's
-        measured weight, else 3.0). ``seed=None`` draws a fresh seed. ``progress(done, total)`` is called once
-        per denoising step;
-        raising from it aborts.
+        the camera closer or further). ``settings`` (default ``SamplingSettings()``: each view conditioned on
+        ``image`` only, seed 0, the checkpoint's guidance) says how they are sampled. ``progress(done, total)``
+        is called once per denoising step; raising from it aborts.
         """
-        source = self._source(image, input_pose, input_elevation, fov_deg, crop)
-        relative = azimuth is not None or elevation is not None or radius is not None
-        if target_poses is not None and relative:
-            raise ConfigError("give either target_poses or azimuth/elevation/radius, not both")
-        if target_poses is not None:
-            poses = as_poses(target_poses)
-        elif relative:
-            poses = self.relative_poses(
-                source.pose, 0.0 if azimuth is None else azimuth, 0.0 if elevation is None else elevation, radius
-            )
-        else:
-            raise ConfigError("no target camera: give target_poses or azimuth/elevation")
-        out = self._generate(
-            source, poses.to(self.device), stochastic=False, steps=steps, guidance=guidance, sampler=sampler,
-            seed=seed, progress=progress, batch_size=batch_size,
-        )
-        return [images.to_pil(x) for x in out]
+        source = self.input_view(image, input_pose, input_elevation, fov_deg, crop)
+        poses = self.target_poses(source.pose, target_poses, azimuth, elevation, radius)
+        return [images.to_pil(x) for x in self.generate(source, poses, settings, progress=progress)]
 
     def orbit(
         self,
         image: ImageSource,
         n_views: int = 24,
         elevation: float | None = None,
-        stochastic: bool = True,
         *,
         radius: float | None = None,
-        steps: int = DEFAULT_STEPS,
-        guidance: float | None = None,
-        sampler: str = DEFAULT_SAMPLER,
-        seed: int | None = 0,
+        settings: SamplingSettings | None = None,
         progress: Progress | None = None,
         input_pose: PoseLike | None = None,
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
-        batch_size: int = 16,
-        order: Order = "nearest",
     ) -> list[Image.Image]:
         """``n_views`` frames evenly spaced in azimuth around the object, starting at the input view.
 
         ``elevation`` is relative to the input view (default 0: the input's own elevation). When the first
         frame's camera is the input camera (``elevation`` 0, no ``radius``) it *is* the input picture and is not
-        generated. ``stochastic=True`` (3DiM stochastic conditioning) generates the other frames one after another,
-        each denoising step conditioned on a random one of {input} ∪ {frames generated so far}; ``False``
-        conditions every frame on the input only (frames are then batched, ``batch_size`` at a time). ``order``:
-        which frames stochastic conditioning generates first, those "nearest" the input (default) or as "given"
-        (around the circle, as 3DiM); see docs/results.md for the measured difference.
+        generated. ``settings`` defaults to ``SamplingSettings(stochastic=True)``: 3DiM stochastic conditioning
+        generates the other frames one after another, each denoising step conditioned on a random one of
+        {input} ∪ {frames generated so far}, those nearest the input first (``order="given"``: around the circle,
+        as 3DiM; docs/results.md has the measured difference). With ``stochastic=False`` every frame is
+        conditioned on the input only, ``settings.batch`` frames at a time.
         """
         if isinstance(n_views, bool) or not isinstance(n_views, (int, np.integer)) or n_views < 1:
             raise ConfigError(f"an orbit needs an integer n_views >= 1, got {n_views!r}")
         n_views = int(n_views)
-        self._sampling_settings(sampler, steps, guidance, seed)  # checked even when no frame needs generating
-        source = self._source(image, input_pose, input_elevation, fov_deg, crop)
+        settings = SamplingSettings(stochastic=True) if settings is None else settings
+        settings.check(self.config.diffusion)  # checked even when no frame needs generating
+        source = self.input_view(image, input_pose, input_elevation, fov_deg, crop)
         azimuths = torch.arange(n_views, dtype=torch.float64) * (360.0 / n_views)
         d_el = 0.0 if elevation is None else _number(elevation, "elevation")
         poses = self.relative_poses(source.pose, azimuths, torch.full_like(azimuths, d_el), radius)
@@ -393,12 +339,7 @@ class Pipeline:
         targets = poses[1:] if first_is_input else poses
         frames: list[Tensor] = [source.image[None]] if first_is_input else []
         if targets.shape[0]:
-            frames.append(
-                self._generate(
-                    source, targets.to(self.device), stochastic=stochastic, steps=steps, guidance=guidance,
-                    sampler=sampler, seed=seed, progress=progress, batch_size=batch_size, order=order,
-                ).cpu()
-            )
+            frames.append(self.generate(source, targets, settings, progress=progress).cpu())
         return [images.to_pil(x) for x in torch.cat(frames)]
 
 

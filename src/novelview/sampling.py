@@ -25,21 +25,15 @@ level is the trained one (logSNR = ``logsnr_min``, alpha_bar ~2e-9, not zero), s
 Spacing. ``"trailing"`` (default) starts at the last grid level (logSNR = ``logsnr_min``, pure noise in
 practice) and ends ``T / steps`` levels above clean; ``"leading"`` starts ``T / steps`` levels *below* pure
 noise (logSNR about -5.6 at 25 steps for the cosine schedule) although ``z`` is initialised as pure noise — the
-flaw described by Lin et al. 2024. Measured with an exact (oracle) denoiser for data with N(0.3, 0.5^2) pixels
-(default v-prediction cosine schedule; error of the samples' mean / std, 49k pixels)::
+flaw described by Lin et al. 2024. With an exact (oracle) denoiser, trailing gets the samples' mean and spread
+closer to the data's than leading does for DPM-Solver++ (the default sampler) and DDIM's mean, and ties
+elsewhere (docs/benchmarks.md, "Timestep spacing"), so it is the default; ``"leading"`` and ``"linspace"`` stay
+selectable (linspace behaves like leading for DPM-Solver++). DDPM's low spread at few steps is its fixed
+"small" posterior variance, not a plumbing error (it vanishes with steps:
+``tests/test_sampling.py::test_oracle_gaussian_data_statistics``).
 
-    steps  spacing    dpmpp            ddim             ddpm
-    10     trailing   -0.004 / -0.020  -0.004 / -0.072  -0.002 / -0.111
-    10     leading    -0.038 / +0.196  -0.024 / -0.067  -0.005 / -0.111
-    25     trailing   -0.004 / +0.003  -0.004 / -0.030  -0.001 / -0.058
-    25     leading    -0.014 / +0.045  -0.013 / -0.029  -0.001 / -0.058
-    50     trailing   -0.004 / +0.002  -0.004 / -0.015  -0.002 / -0.031
-    50     leading    -0.009 / +0.011  -0.008 / -0.015  -0.003 / -0.031
-
-Trailing is clearly better for DPM-Solver++ (the default sampler) and for DDIM's mean, and ties elsewhere, so it
-is the default; ``"leading"`` and ``"linspace"`` stay selectable (linspace behaves like leading for DPM-Solver++).
-DDPM's low std at few steps is its fixed "small" posterior variance, not a plumbing error (it vanishes with
-steps: ``tests/test_sampling.py::test_oracle_gaussian_data_statistics``).
+Generation. :class:`SamplingSettings` holds every choice of a sampling run and :func:`generate` is the one
+entry point that runs it: regression or diffusion, autocast, seeding and the checks live there once.
 
 Nothing clips: ``clip_sample=False`` and ``thresholding=False`` everywhere; images are clamped to [-1, 1] only
 when they become pictures (or condition views, in stochastic conditioning).
@@ -49,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -356,16 +350,13 @@ def conditional_denoiser(
     cfg: DiffusionConfig | None = None,
 ) -> Denoiser:
     """Denoiser for a batch of targets ``target_pose [B,4,4]``, all conditioned on the one ``source`` view
-    (or, when ``source`` holds batched tensors ``[B,3,H,W]`` / ``[B,4,4]`` / ``[B,3,3]``, each on its own).
+    (or, when ``source`` holds one condition per target, ``[B, ...]`` tensors, each on its own).
     ``cfg`` tells whether the model is self-conditioned."""
-    b = target_pose.shape[0]
-    cond_image = source.image.expand(b, *source.image.shape[-3:])
-    cond_pose = source.pose.expand(b, 4, 4)
-    cond_K = source.K.expand(b, 3, 3)
+    rows = _batched(source, target_pose.shape[0])
 
     def denoise(z_t: Tensor, logsnr: Tensor, x_self: Tensor | None) -> Tensor:
         return guided_forward(
-            model, z_t, logsnr, cond_image=cond_image, cond_pose=cond_pose, cond_K=cond_K,
+            model, z_t, logsnr, cond_image=rows.image, cond_pose=rows.pose, cond_K=rows.K,
             target_pose=target_pose, target_K=target_K, guidance=guidance, x_self=x_self,
         )
 
@@ -403,6 +394,136 @@ def stochastic_denoiser(
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Settings and the one entry point
+# ---------------------------------------------------------------------------------------------------------
+
+SPACINGS: tuple[str, ...] = ("trailing", "leading", "linspace")
+ORDERS: tuple[str, ...] = ("nearest", "given")
+OBJECTIVES: tuple[str, ...] = ("diffusion", "regression")
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How views are sampled. Every path that generates (the Python API, the CLI, evaluation, the web server,
+    training's sample grids) builds one of these and hands it to :func:`generate`; a bad value raises
+    :class:`ConfigError` naming the field when the record is built.
+
+    ``guidance``: classifier-free guidance weight in ``[0, MAX_GUIDANCE]``; None is the caller's default (a
+    checkpoint's measured weight, ``generate(default_guidance=)``). ``seed``: None draws a fresh one.
+    ``stochastic``: 3DiM stochastic conditioning, the targets generated one after another in ``order``
+    (``"nearest"`` to the source first, or as ``"given"``); otherwise each target is conditioned on the source
+    only and ``batch`` of them are denoised together. ``spacing``: which noise levels ``steps`` visits (see the
+    module docstring). A regression checkpoint uses ``batch`` only.
+    """
+
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    guidance: float | None = None
+    seed: int | None = 0
+    spacing: Spacing = DEFAULT_SPACING
+    stochastic: bool = False
+    order: Order = "nearest"
+    batch: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampler, str):
+            raise ConfigError(f"sampler must be a name such as 'dpmpp', got {self.sampler!r}")
+        object.__setattr__(self, "sampler", canonical_sampler(self.sampler))
+        object.__setattr__(self, "steps", _positive_int(self.steps, "steps"))
+        if self.guidance is not None:
+            object.__setattr__(self, "guidance", check_guidance(self.guidance))
+        if self.seed is not None:
+            if not _is_int(self.seed) or not 0 <= self.seed < 2**63:
+                raise ConfigError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+            object.__setattr__(self, "seed", int(self.seed))
+        if self.spacing not in SPACINGS:
+            raise ConfigError(f"unknown timestep spacing {self.spacing!r}; choose {', '.join(SPACINGS)}")
+        if not isinstance(self.stochastic, (bool, np.bool_)):
+            raise ConfigError(f"stochastic must be true or false, got {self.stochastic!r}")
+        object.__setattr__(self, "stochastic", bool(self.stochastic))
+        if self.order not in ORDERS:
+            raise ConfigError(f"unknown generation order {self.order!r}: choose given or nearest")
+        object.__setattr__(self, "batch", _positive_int(self.batch, "batch size"))
+
+    def check(self, cfg: DiffusionConfig) -> "SamplingSettings":
+        """These settings, checked against the noise process they sample (``steps`` within its grid)."""
+        check_steps(self.steps, cfg)
+        return self
+
+    def generator(self) -> torch.Generator:
+        """A CPU generator seeded with ``seed`` (a fresh seed when None): the same seed gives the same views on
+        every device."""
+        generator = torch.Generator()
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        return generator
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _positive_int(value: object, name: str) -> int:
+    if not _is_int(value) or value < 1:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)  # type: ignore[arg-type]
+
+
+def generate(
+    model: Callable[..., Tensor],
+    diffusion: DiffusionConfig,
+    source: View,
+    target_poses: Tensor,
+    target_K: Tensor,
+    settings: SamplingSettings,
+    *,
+    objective: str = "diffusion",
+    default_guidance: float = DEFAULT_GUIDANCE,
+    autocast: bool = False,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+    on_choice: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """One image per target camera, ``[N, 3, H, W]`` clamped to [-1, 1], on ``source``'s device.
+
+    ``model`` is any network with the backbones' call signature (2D or 3D-aware); ``source`` is the condition
+    view, or one condition per target (``[N, ...]`` tensors, e.g. ``[N, K, 3, H, W]`` for K views each).
+    ``target_K`` is ``[3, 3]`` or one per target. A ``"regression"`` checkpoint predicts every view in one
+    forward; a diffusion checkpoint is sampled per ``settings`` (guidance None: ``default_guidance``), its noise
+    drawn from ``generator`` (default: ``settings.generator()``), so a caller that draws several samples from
+    one stream passes its own. ``autocast`` runs the network under bf16 autocast. ``progress(done, total)``
+    counts denoising steps over the whole call; raising from it aborts. ``on_choice(n, index)`` observes
+    stochastic conditioning's draws for target ``n`` (index 0 = source, ``i`` = the i-th target generated).
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {objective!r}; choose {' or '.join(OBJECTIVES)}")
+    settings.check(diffusion)
+    network = _autocast(model, source.image.device.type) if autocast else model
+    n = target_poses.shape[0]
+    device = source.image.device
+    target_poses = target_poses.to(device)
+    target_K = (target_K.expand(n, 3, 3) if target_K.ndim == 2 else target_K).to(device)
+    with torch.inference_mode():
+        if objective == "regression":  # one-step predictor: no noise, no guidance, no steps
+            return _regress_views(network, source, target_poses, target_K, settings.batch, progress)
+        guidance = check_guidance(default_guidance if settings.guidance is None else settings.guidance)
+        run = _Run(network, diffusion, settings, guidance, settings.generator() if generator is None else generator)
+        if settings.stochastic:
+            return _stochastic_views(run, source, target_poses, target_K, progress, on_choice)
+        return _plain_views(run, source, target_poses, target_K, progress)
+
+
+def _autocast(model: Callable[..., Tensor], device_type: str) -> Callable[..., Tensor]:
+    def forward(*args: Any, **kwargs: Any) -> Tensor:
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return model(*args, **kwargs)
+
+    return forward
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Many views of one object
 # ---------------------------------------------------------------------------------------------------------
 
@@ -413,124 +534,121 @@ def _offset_progress(progress: Progress | None, offset: int, total: int) -> Prog
     return lambda done, _n: progress(offset + done, total)
 
 
+def _shared(source: View) -> bool:
+    """Whether ``source`` is one condition for every target (``[3, H, W]`` image) rather than one per target."""
+    return source.image.ndim == 3
+
+
 def _rows(source: View, start: int, stop: int) -> View:
     """The condition views of targets ``start:stop``: the one shared view, or a slice of per-target views."""
-    if source.image.ndim == 3:
+    if _shared(source):
         return source
     return View(source.image[start:stop], source.pose[start:stop], source.K[start:stop])
 
 
-def generate_views(
-    model: Callable[..., Tensor],
-    cfg: DiffusionConfig,
-    source: View,
-    target_poses: Tensor,
-    target_K: Tensor,
-    *,
-    stochastic: bool = False,
-    sampler: str = DEFAULT_SAMPLER,
-    steps: int = DEFAULT_STEPS,
-    guidance: float = DEFAULT_GUIDANCE,
-    generator: torch.Generator | None = None,
-    progress: Progress | None = None,
-    batch_size: int = 16,
-    spacing: Spacing = DEFAULT_SPACING,
-    on_choice: Callable[[int, int], None] | None = None,
-    order: Order = "nearest",
-) -> Tensor:
-    """Generate one image per target camera, ``[N, 3, H, W]`` clamped to [-1, 1].
+def _batched(source: View, b: int) -> View:
+    """``source`` as ``b`` rows: the shared view repeated, or the per-target views as they are."""
+    if not _shared(source):
+        return source
+    return View(source.image.expand(b, *source.image.shape), source.pose.expand(b, 4, 4), source.K.expand(b, 3, 3))
 
-    Plain mode conditions every target on ``source`` only, ``batch_size`` targets denoised together (``source``
-    may also hold one condition view per target: ``[N,3,H,W]`` / ``[N,4,4]`` / ``[N,3,3]``).
-    Stochastic mode (3DiM) generates the targets one after another, by increasing angle to the source camera
-    (``order="nearest"``, ties as given; ``"given"``: in the given order, as 3DiM); at every step of a target
-    the condition is drawn uniformly from ``{source} ∪ {targets generated before it}`` with their cameras. ``on_choice(n, index)``
-    observes those draws for target ``n`` (index 0 = source, ``i`` = the i-th target generated). Outputs are in
-    the given order either way. ``progress(done, total)`` counts denoising steps over the whole call.
-    """
-    if order not in ("given", "nearest"):
-        raise ConfigError(f"unknown generation order {order!r}: choose given or nearest")
-    guidance = check_guidance(guidance)
-    n = target_poses.shape[0]
-    if target_K.ndim == 2:
-        target_K = target_K.expand(n, 3, 3)
-    device = source.image.device
-    target_poses, target_K = target_poses.to(device), target_K.to(device)
-    shape_1 = tuple(source.image.shape[-3:])
+
+@dataclass(frozen=True)
+class _Run:
+    """The fixed parts of one sampling run, shared by the plain and the stochastic loop."""
+
+    model: Callable[..., Tensor]
+    cfg: DiffusionConfig
+    settings: SamplingSettings
+    guidance: float
+    generator: torch.Generator
+
+    def draw(
+        self, denoise: Denoiser, shape: tuple[int, ...], device: torch.device, progress: Progress | None
+    ) -> Tensor:
+        """Samples of ``shape`` from ``denoise``, clamped to [-1, 1]."""
+        return sample(
+            denoise, shape, self.cfg, self.settings.sampler, self.settings.steps, generator=self.generator,
+            device=device, spacing=self.settings.spacing, progress=progress,
+        ).clamp(-1, 1)
+
+
+def _plain_views(run: _Run, source: View, target_poses: Tensor, target_K: Tensor, progress: Progress | None) -> Tensor:
+    """Every target conditioned on ``source`` only, ``settings.batch`` of them denoised together."""
+    n, shape_1 = target_poses.shape[0], tuple(source.image.shape[-3:])
+    batch, steps = run.settings.batch, run.settings.steps
+    chunks = list(range(0, n, batch))
     outputs: list[Tensor] = []
-    if stochastic:
-        if source.image.ndim != 3:
-            raise ValueError("stochastic conditioning starts from one source view")
-        total = n * steps
-        sequence = list(range(n))
-        if order == "nearest":
-            angles = cameras.angle_between_views(source.pose.double().expand(n, 4, 4), target_poses.double())
-            sequence = sorted(sequence, key=lambda j: float(angles[j]))
-        pool: list[View] = [source]
-        generated: dict[int, Tensor] = {}
-        for done, j in enumerate(sequence):
-            choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
-            denoise = stochastic_denoiser(
-                model, pool, target_poses[j : j + 1], target_K[j : j + 1], guidance, generator, choice, cfg
-            )
-            x = sample(
-                denoise, (1, *shape_1), cfg, sampler, steps, generator=generator, device=device, spacing=spacing,
-                progress=_offset_progress(progress, done * steps, total),
-            ).clamp(-1, 1)
-            generated[j] = x
-            pool.append(View(x[0], target_poses[j], target_K[j]))
-        outputs = [generated[j] for j in range(n)]
-    else:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        chunks = list(range(0, n, batch_size))
-        total = len(chunks) * steps
-        for c, start in enumerate(chunks):
-            stop = min(start + batch_size, n)
-            denoise = conditional_denoiser(
-                model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], guidance, cfg
-            )
-            x = sample(
-                denoise, (stop - start, *shape_1), cfg, sampler, steps, generator=generator, device=device,
-                spacing=spacing, progress=_offset_progress(progress, c * steps, total),
-            ).clamp(-1, 1)
-            outputs.append(x)
+    for c, start in enumerate(chunks):
+        stop = min(start + batch, n)
+        denoise = conditional_denoiser(
+            run.model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], run.guidance, run.cfg
+        )
+        progress_c = _offset_progress(progress, c * steps, len(chunks) * steps)
+        outputs.append(run.draw(denoise, (stop - start, *shape_1), source.image.device, progress_c))
     return torch.cat(outputs)
 
 
-def regress_views(
+def _stochastic_views(
+    run: _Run,
+    source: View,
+    target_poses: Tensor,
+    target_K: Tensor,
+    progress: Progress | None,
+    on_choice: Callable[[int, int], None] | None,
+) -> Tensor:
+    """3DiM stochastic conditioning: the targets one after another (nearest the source first, or as given), each
+    denoising step conditioned on a view drawn uniformly from ``{source} ∪ {targets generated before it}``;
+    outputs in the given order."""
+    if not _shared(source):
+        raise ValueError("stochastic conditioning starts from one source view")
+    n, steps = target_poses.shape[0], run.settings.steps
+    sequence = list(range(n))
+    if run.settings.order == "nearest":
+        angles = cameras.angle_between_views(source.pose.double().expand(n, 4, 4), target_poses.double())
+        sequence = sorted(sequence, key=lambda j: float(angles[j]))
+    pool: list[View] = [source]
+    generated: dict[int, Tensor] = {}
+    for done, j in enumerate(sequence):
+        choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
+        denoise = stochastic_denoiser(
+            run.model, pool, target_poses[j : j + 1], target_K[j : j + 1], run.guidance, run.generator, choice, run.cfg
+        )
+        x = run.draw(denoise, (1, *source.image.shape), source.image.device,
+                     _offset_progress(progress, done * steps, n * steps))
+        generated[j] = x
+        pool.append(View(x[0], target_poses[j], target_K[j]))
+    return torch.cat([generated[j] for j in range(n)])
+
+
+def _regress_views(
     model: Callable[..., Tensor],
     source: View,
     target_poses: Tensor,
     target_K: Tensor,
-    *,
-    batch_size: int = 16,
-    progress: Progress | None = None,
+    batch: int,
+    progress: Progress | None,
 ) -> Tensor:
     """One-step prediction with a regression checkpoint (see ``diffusion.regression_loss``): ``[N,3,H,W]``."""
-    n = target_poses.shape[0]
-    if target_K.ndim == 2:
-        target_K = target_K.expand(n, 3, 3)
-    device = source.image.device
-    target_poses, target_K = target_poses.to(device), target_K.to(device)
+    n, device = target_poses.shape[0], source.image.device
+    chunks = list(range(0, n, batch))
     outputs = []
-    chunks = list(range(0, n, batch_size))
     for c, start in enumerate(chunks):
-        stop = min(start + batch_size, n)
+        stop = min(start + batch, n)
         b = stop - start
-        src = _rows(source, start, stop)
-        shape_1 = src.image.shape[-3:]
+        src = _batched(_rows(source, start, stop), b)
+        channels, h, w = src.image.shape[-3:]
         out = model(
-            src.image.new_zeros(b, *shape_1),
+            src.image.new_zeros(b, channels, h, w),
             torch.full((b,), REGRESSION_LOGSNR, device=device),
-            cond_image=src.image.expand(b, *shape_1),
-            cond_pose=src.pose.expand(b, 4, 4),
+            cond_image=src.image,
+            cond_pose=src.pose,
             target_pose=target_poses[start:stop],
-            cond_K=src.K.expand(b, 3, 3),
+            cond_K=src.K,
             target_K=target_K[start:stop],
             drop_cond=None,
         )
-        outputs.append(out[:, : shape_1[0]].float().clamp(-1, 1))
+        outputs.append(out[:, :channels].float().clamp(-1, 1))
         if progress is not None:
             progress(c + 1, len(chunks))
     return torch.cat(outputs)
@@ -545,14 +663,15 @@ __all__ = [
     "SAMPLERS",
     "Denoiser",
     "Progress",
+    "SamplingSettings",
     "View",
     "canonical_sampler",
     "check_guidance",
+    "check_steps",
     "conditional_denoiser",
-    "generate_views",
+    "generate",
     "guided_forward",
     "make_scheduler",
-    "regress_views",
     "sample",
     "scheduler_logsnr",
     "self_conditioned",

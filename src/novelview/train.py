@@ -624,27 +624,22 @@ def _validation_loss(model: nn.Module, dataset: Any, cfg: TrainConfig, accelerat
 
 def _write_sample_grid(model: nn.Module, dataset: Any, cfg: TrainConfig, path: Path, n: int = 8) -> None:
     """condition | ground truth | generated, for a few fixed held-out pairs (EMA weights)."""
-    from novelview.images import make_grid
-    from novelview.sampling import View, generate_views, regress_views
+    from novelview.images import make_grid, save_image
+    from novelview.sampling import SamplingSettings, View, generate
 
     stream = _SampleStream(dataset, cfg.seed + 2)
     items = [stream[i] for i in range(min(n, len(dataset)))]
-    batch = _collate_tensors(items)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in _collate_tensors(items).items()}
     source = View(batch["cond_image"], batch["cond_pose"], batch["cond_K"])
+    settings = SamplingSettings(steps=cfg.sample_steps, seed=cfg.seed)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        if cfg.objective == "regression":
-            generated = regress_views(model, source, batch["target_pose"], batch["target_K"])
-        else:
-            generated = generate_views(
-                model, cfg.diffusion, source, batch["target_pose"], batch["target_K"], steps=cfg.sample_steps,
-                generator=torch.Generator().manual_seed(cfg.seed),
-            )
+    generated = generate(model, cfg.diffusion, source, batch["target_pose"], batch["target_K"], settings,
+                         objective=cfg.objective)
     model.train(was_training)
     rows = [[batch["cond_image"][i], batch["target_image"][i], generated[i]] for i in range(len(items))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(rows).save(path)
+    save_image(make_grid(rows), path)
 
 
 def _collate_tensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

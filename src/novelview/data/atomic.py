@@ -1,5 +1,7 @@
 """Atomic directory and file writes, and temporary directories that outlive no one.
 
+A single file is written with :func:`write_atomic`: into a hidden temporary sibling, then renamed.
+
 A dataset (or one object of it) is written into a hidden temporary sibling ``OUT.tmp-xxxxxxxx`` and renamed
 to ``OUT`` only when complete, so an interrupted run never leaves something that looks finished. Readers
 skip ``*.tmp-*`` folders. Renames within one parent directory are atomic on POSIX file systems.
@@ -17,7 +19,7 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -173,17 +175,24 @@ def remove_stale(candidates: Iterable[Path]) -> list[Path]:
     return removed
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file via a temporary sibling and a rename."""
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a hidden temporary sibling of ``path``, then rename it to ``path``: a reader never
+    sees half a file, and a failed write leaves nothing behind. The temporary name keeps ``path``'s suffix, so
+    writers that choose the format by it (PIL, ffmpeg) choose the right one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARKER}{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.stem}{TMP_MARKER}{secrets.token_hex(4)}{path.suffix}")
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 __all__ = [
@@ -193,5 +202,6 @@ __all__ = [
     "held_directory",
     "is_temporary",
     "remove_stale",
+    "write_atomic",
     "write_text_atomic",
 ]

@@ -17,8 +17,7 @@ so the protocol can score them identically:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,16 +25,7 @@ import torch
 from torch import Tensor
 
 from novelview.errors import ConfigError
-from novelview.sampling import (
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    Progress,
-    View,
-    canonical_sampler,
-    check_steps,
-    generate_views,
-    regress_views,
-)
+from novelview.sampling import SamplingSettings, View
 
 
 class Method(Protocol):
@@ -72,23 +62,6 @@ class WhiteBackground:
 
 
 @dataclass
-class SamplingSettings:
-    """How diffusion checkpoints are sampled (regression checkpoints ignore all of it)."""
-
-    sampler: str = DEFAULT_SAMPLER
-    steps: int = DEFAULT_STEPS
-    guidance: float | None = None  # None: the checkpoint's default (Pipeline.default_guidance)
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        self.sampler = canonical_sampler(self.sampler)
-        if self.guidance is not None and (not math.isfinite(self.guidance) or self.guidance < 0):
-            raise ConfigError(f"--guidance must be a finite number >= 0, got {self.guidance}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-
-
-@dataclass
 class CheckpointMethod:
     """A loaded checkpoint (via :class:`novelview.pipeline.Pipeline`), sampled per :class:`SamplingSettings`."""
 
@@ -101,7 +74,7 @@ class CheckpointMethod:
         from novelview.pipeline import Pipeline
 
         self.pipe = Pipeline.from_checkpoint(self.path, device=self.device)
-        check_steps(self.settings.steps, self.pipe.config.diffusion)
+        self.settings.check(self.pipe.config.diffusion)
 
     @property
     def image_size(self) -> int:
@@ -114,43 +87,25 @@ class CheckpointMethod:
     @property
     def guidance(self) -> float:
         g = self.settings.guidance
-        return self.pipe.default_guidance() if g is None else float(g)
+        return self.pipe.default_guidance() if g is None else g
 
-    def _views(
-        self,
-        source: View,
-        target_poses: Tensor,
-        target_K: Tensor,
-        generator: torch.Generator,
-        stochastic: bool,
-        progress: Progress | None = None,
-        guidance: float | None = None,
+    def views(
+        self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator,
+        settings: SamplingSettings,
     ) -> Tensor:
-        dev = self.pipe.device
-        src = View(source.image.to(dev), source.pose.to(dev), source.K.to(dev))
-        with torch.inference_mode():
-            if self.is_regression:
-                out = regress_views(
-                    self.pipe.model, src, target_poses, target_K, batch_size=self.settings.batch_size, progress=progress
-                )
-            else:
-                out = generate_views(
-                    self.pipe.model, self.pipe.config.diffusion, src, target_poses, target_K,
-                    stochastic=stochastic, sampler=self.settings.sampler, steps=self.settings.steps,
-                    guidance=self.guidance if guidance is None else guidance, generator=generator, progress=progress,
-                    batch_size=self.settings.batch_size,
-                )
-        return out.float().cpu()
+        """Views of the checkpoint through the pipeline (its autocast included), sampled per ``settings`` with
+        noise from ``generator``; on the CPU."""
+        return self.pipe.generate(source, target_poses, settings, target_K=target_K, generator=generator).float().cpu()
 
     def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
         """Each target conditioned on the source only (targets are batched)."""
-        return self._views(source, target_poses, target_K, generator, stochastic=False)
+        return self.views(source, target_poses, target_K, generator, replace(self.settings, stochastic=False))
 
     def orbit(
         self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator, stochastic: bool = True
     ) -> Tensor:
         """Views generated one after another with 3DiM stochastic conditioning (or independently)."""
-        return self._views(source, target_poses, target_K, generator, stochastic=stochastic)
+        return self.views(source, target_poses, target_K, generator, replace(self.settings, stochastic=stochastic))
 
     def describe(self) -> dict[str, object]:
         cfg = self.pipe.config
@@ -187,11 +142,12 @@ class SampleMean:
             raise ConfigError("--samples averages samples of a diffusion checkpoint; a regression checkpoint "
                               "predicts one image, so leave --samples out")
         self.name = self.name or f"{self.model.name}-mean-of-{self.samples}"
+        self._settings = replace(self.model.settings, stochastic=False, guidance=1.0)
 
     def predict(self, source: View, target_poses: Tensor, target_K: Tensor, generator: torch.Generator) -> Tensor:
         total = torch.zeros(())
         for _ in range(self.samples):
-            total = total + self.model._views(source, target_poses, target_K, generator, stochastic=False, guidance=1.0)
+            total = total + self.model.views(source, target_poses, target_K, generator, self._settings)
         return total / self.samples
 
     def describe(self) -> dict[str, object]:
@@ -200,4 +156,4 @@ class SampleMean:
                 "what": "pixel mean of independent samples: the model's estimate of E[target | condition]"}
 
 
-__all__ = ["CheckpointMethod", "CopyCondition", "Method", "SampleMean", "SamplingSettings", "WhiteBackground"]
+__all__ = ["CheckpointMethod", "CopyCondition", "Method", "SampleMean", "WhiteBackground"]

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from novelview.data.atomic import write_text_atomic
 from novelview.evaluation.metrics import ANGLE_BINS, PSNR_CAP_DB, bin_label, nanmean
 
 #: Metrics in every view record; "lpips" only when LPIPS is available. Higher is better except for LPIPS.
@@ -163,7 +164,7 @@ class EvalReport:
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
         text = json.dumps(_json_safe(self.to_dict()), indent=2, allow_nan=False)
-        _write_text(path, text + "\n")
+        write_text_atomic(path, text + "\n")
         return path
 
     @classmethod
@@ -173,7 +174,7 @@ class EvalReport:
 
     def save_markdown(self, path: str | Path) -> Path:
         path = Path(path)
-        _write_text(path, render_markdown(self))
+        write_text_atomic(path, render_markdown(self))
         return path
 
 
@@ -186,13 +187,6 @@ def _json_safe(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_json_safe(v) for v in x]
     return x
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -345,12 +339,6 @@ def render_markdown(report: EvalReport) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def upscale(img: Image.Image, min_side: int = 96) -> Image.Image:
-    """Nearest-neighbour upscaling by an integer factor so tiny renders can be looked at (pixels stay honest)."""
-    factor = max(1, math.ceil(min_side / max(1, min(img.size))))
-    return img if factor == 1 else img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
-
-
 def save_grid(
     rows: Sequence[Sequence[Tensor | Image.Image]],
     path: str | Path,
@@ -363,9 +351,10 @@ def save_grid(
     """
     from PIL import ImageDraw
 
-    from novelview.images import make_grid, to_pil
+    from novelview.images import enlarge, make_grid, save_image, to_pil
 
-    cells = [[upscale(im if isinstance(im, Image.Image) else to_pil(im), min_cell) for im in row] for row in rows]
+    cells = [[enlarge(im if isinstance(im, Image.Image) else to_pil(im), min_side=min_cell) for im in row]
+             for row in rows]
     grid = make_grid(cells)
     if headers:
         padding = 2  # make_grid's default
@@ -376,21 +365,7 @@ def save_grid(
         for column, text in headers:
             draw.text((padding + column * (cell_w + padding), 2), text, fill=(0, 0, 0))
         grid = canvas
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
-    return path
-
-
-def save_gif(frames: Sequence[Tensor | Image.Image], path: str | Path, fps: float = 8.0, min_side: int = 128) -> Path:
-    """An endlessly looping GIF of ``frames`` (tensors in [-1, 1] or PIL images)."""
-    from novelview.images import to_pil
-
-    images = [upscale(f if isinstance(f, Image.Image) else to_pil(f), min_side) for f in frames]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return path
+    return save_image(grid, path)
 
 
 __all__ = [
@@ -402,7 +377,6 @@ __all__ = [
     "git_commit",
     "margins",
     "render_markdown",
-    "save_gif",
     "save_grid",
     "summarize",
 ]

@@ -14,7 +14,7 @@ dit-tiny        32 px     CPU-sized DiT, condition view also concatenated: the s
 xunet-small     64 px     single-GPU experiments
 dit-small       64 px     DiT-S-like (hidden 384, depth 12) with a 4-block condition stream
 xunet-paper     128 px    3DiM as published: ch 256, ch_mult (1,2,2,4), 3 res blocks, emb 1024 (~454M)
-dit-seed        64 px     the DiT seed's size: hidden 512, depth 8, heads 8, patch 4
+dit-reference   64 px     the DiT reference's size: hidden 512, depth 8, heads 8, patch 4
 ==============  ========  ==========================================================================
 """
 
@@ -102,9 +102,9 @@ PRESETS: dict[str, Preset] = {
             "3DiM as published (~454M params at 128 px; paper: 471M)",
         ),
         Preset(
-            "dit-seed", "dit", 64,
+            "dit-reference", "dit", 64,
             dict(patch_size=4, hidden=512, depth=8, cond_depth=2, heads=8),
-            "the DiT seed's size, pose-aware",
+            "the DiT reference's size, pose-aware",
         ),
         # 3D-aware (GeNVS): the same backbones reading the condition view lifted into a feature field and
         # rendered at the target camera (models/lifting.py).
@@ -150,7 +150,7 @@ def list_presets() -> list[str]:
 
 def get_preset(name: str) -> Preset:
     try:
-        return PRESETS[name]
+        return PRESETS[{"dit-seed": "dit-reference"}.get(name, name)]  # the preset's former name
     except KeyError:
         raise ConfigError(f"unknown model preset {name!r}; valid presets: {', '.join(PRESETS)}") from None
 

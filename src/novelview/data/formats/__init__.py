@@ -2,11 +2,11 @@
 
 Formats (see each module's docstring for the exact layout):
 
-* ``srn``     -- ``<object>/rgb``, ``<object>/pose``, ``<object>/intrinsics.txt`` (3DiM seed, `data synth`)
+* ``srn``     -- ``<object>/rgb``, ``<object>/pose``, ``<object>/intrinsics.txt`` (the 3DiM reference, `data synth`)
 * ``blender`` -- NeRF ``transforms_{train,val,test}.json``
 * ``colmap``  -- ``<scene>/images`` + ``<scene>/sparse/0/{cameras,images}.{txt,bin}`` (COLMAP sparse models)
-* ``ring``    -- ``<object>/000.png..005.png``, 60 degrees apart (DiT seed, Objaverse-style)
-* ``mvc``     -- ``<item>/1.jpg + 3.jpg`` (or ``left/right``, ``0/1``) pairs (DiT seed, MVC)
+* ``ring``    -- ``<object>/000.png..005.png``, 60 degrees apart (the DiT reference, Objaverse-style)
+* ``mvc``     -- ``<item>/1.jpg + 3.jpg`` (or ``left/right``, ``0/1``) pairs (the DiT reference, MVC)
 
 ``open_dataset(path)`` detects the format and raises the first problem as a ``DataError``/``PoseError``
 naming the file; ``open_dataset(path, strict=False)`` instead skips broken views/objects and lists every

@@ -1,11 +1,11 @@
-"""Image collections whose cameras are implied rather than stored (the DiT seed's data).
+"""Image collections whose cameras are implied rather than stored (the DiT reference's data).
 
-**Rings** (Objaverse-style, as the DiT seed preprocessed them)::
+**Rings** (Objaverse-style, as the DiT reference preprocessed them)::
 
     <root>/<object>/000.png 001.png ... 005.png
 
-Consecutive views are 60 degrees apart horizontally: the seed shows the object turned 60 degrees *clockwise
-seen from above* from ``00k`` to ``00k+1``. Turning the object clockwise is the same picture as moving the
+Consecutive views are 60 degrees apart horizontally: the DiT reference's data shows the object turned 60 degrees
+*clockwise seen from above* from ``00k`` to ``00k+1``. Turning the object clockwise is the same picture as moving the
 camera counter-clockwise seen from above, i.e. **increasing** azimuth in our convention (azimuth runs from +x
 towards +y, counter-clockwise seen from +z). So view ``k`` (the number in its file name) has camera azimuth
 ``start_azimuth_deg + k * azimuth_step_deg`` with ``azimuth_step_deg = +60``. Any number of views >= 2 is
@@ -20,10 +20,10 @@ scripts use a 35 mm lens on a 32 mm sensor, so the field of view defaults to ``s
 degrees (override it in ``cameras.json`` for renders made otherwise). A folder where only some views have an
 ``.npy`` is an error: mixing stored and assumed cameras would be silently wrong.
 
-**MVC pairs** (Multi-View Clothing, as the DiT seed used it): one folder per item holding two views of it,
+**MVC pairs** (Multi-View Clothing, as the DiT reference used it): one folder per item holding two views of it,
 taken as 60 degrees apart. Accepted names, first match wins (any image extension):
 
-* ``1.jpg`` + ``3.jpg`` -- the MVC numbering the seed pairs (1 = condition, 3 = the turned view);
+* ``1.jpg`` + ``3.jpg`` -- the MVC numbering the DiT reference pairs (1 = condition, 3 = the turned view);
 * ``left.png`` + ``right.png``;
 * ``0.png`` + ``1.png``.
 

@@ -1,4 +1,4 @@
-"""SRN format (Scene Representation Networks; the 3DiM seed's data and our procedural datasets).
+"""SRN format (Scene Representation Networks; the 3DiM reference's data and our procedural datasets).
 
 Layout of one object folder::
 
