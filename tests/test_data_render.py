@@ -217,6 +217,7 @@ def test_cli_render_skips_broken_meshes_and_resumes(mesh_dir: Path, tmp_path: Pa
     result = runner.invoke(app_(), args)
     assert result.exit_code == 0, result.output
     assert "rendered 2, skipped 0 already complete, failed 2" in result.output
+    assert "up axis: +y for 3 meshes, +z for 1 mesh (by file type" in result.output  # box, broken, empty; ball.ply
     failures = (out / "failures.txt").read_text().splitlines()
     assert len(failures) == 2
     assert any("broken.glb" in line and "cannot load" in line for line in failures)

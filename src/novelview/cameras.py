@@ -538,6 +538,32 @@ def capture_spherical(pose: Tensor, frame: CaptureFrame | None = None) -> tuple[
     return elevation.to(pose.dtype), radius.to(pose.dtype)
 
 
+def object_frame_transform(frame: CaptureFrame) -> Tensor:
+    """The rigid ``[4, 4]`` (float64) that moves a capture's world into its object frame, the frame of our own
+    data: the point its cameras look at to the origin and its up to +z, by the smallest rotation that does it
+    (so a capture already in that frame, NeRF-synthetic or ours, is left as it is). Apply it to camera-to-world
+    poses as ``T @ pose``; :func:`invert_pose` brings them back."""
+    up = torch.nn.functional.normalize(frame.up.double(), dim=-1)
+    z = torch.tensor(WORLD_UP, dtype=torch.float64, device=up.device)
+    axis = torch.linalg.cross(up, z, dim=-1)
+    sin, cos = axis.norm(), torch.dot(up, z)
+    if sin < 1e-12:  # already up, or upside down: a half turn about x
+        rotation = torch.eye(3, dtype=torch.float64) if cos > 0 else torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+    else:  # Rodrigues' formula about the axis perpendicular to both
+        k = axis / sin
+        cross = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=torch.float64)
+        rotation = torch.eye(3, dtype=torch.float64) + sin * cross + (1 - cos) * cross @ cross
+    return make_pose(rotation, -(rotation @ frame.point.double()))
+
+
+def facing_away(pose: Tensor, point: Tensor | Sequence[float] = (0.0, 0.0, 0.0)) -> Tensor:
+    """``[...]`` bool: whether each OpenCV camera looks away from ``point`` (its +z axis points away from it),
+    as OpenGL / Blender matrices (-z forward) read as OpenCV do when their cameras face the point."""
+    p = pose.double()
+    target = _as_tensor(point, p).double()
+    return ((target - p[..., :3, 3]) * p[..., :3, 2]).sum(-1) < 0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Lens distortion (read from nerfstudio / instant-ngp transforms; removed when views are loaded)
 # ---------------------------------------------------------------------------------------------------------
@@ -621,6 +647,7 @@ __all__ = [
     "center_crop_box",
     "crop_intrinsics",
     "distort",
+    "facing_away",
     "focal_from_fov",
     "fov_from_focal",
     "fov_of",
@@ -629,6 +656,7 @@ __all__ = [
     "intrinsics_from_fov",
     "invert_pose",
     "look_at",
+    "object_frame_transform",
     "make_pose",
     "opencv_to_opengl",
     "opengl_to_opencv",

@@ -48,6 +48,8 @@ STATE_TENSORS_FILE = "training_state.safetensors"
 LEGACY_STATE_FILE = "training_state.pt"
 STATE_FORMAT_VERSION = 1
 _CHECKPOINT_NAME = re.compile(r"step_\d+")
+#: Model fields set by training from the data and the objective rather than chosen (see train.py).
+DERIVED_MODEL_FIELDS = ("preset", "image_size", "pose_scale", "near", "far", "self_condition", "learn_variance")
 #: Camera statistics the pipeline reads from ``config.json``'s ``data``, with the range each must lie in.
 _CAMERA_RANGES = {"radius": (0.0, math.inf), "fov_deg": (0.0, 180.0), "elevation_mean": (-90.0, 90.0)}
 
@@ -69,6 +71,23 @@ class CheckpointConfig:
     @property
     def image_size(self) -> int:
         return int(self.model["image_size"])
+
+    def model_name(self) -> str:
+        """The preset the model was built from, with the fields chosen to differ from it: ``xunet-tiny
+        (dropout=0.1)``; ``custom <family>`` only for a model no preset describes. Fields training derives from
+        the data and the objective (:data:`DERIVED_MODEL_FIELDS`) are not named."""
+        from novelview.models.presets import PRESETS, preset_config
+
+        name = self.model.get("preset")
+        if name not in PRESETS:
+            return f"custom {self.model.get('family', 'model')}"
+        try:
+            base = preset_config(name, self.image_size).to_dict()
+        except (ConfigError, TypeError, ValueError):
+            return str(name)
+        changed = [f"{k}={json.dumps(v)}" for k, v in sorted(self.model.items())
+                   if k not in DERIVED_MODEL_FIELDS and base.get(k, v) != v]
+        return f"{name} ({', '.join(changed)})" if changed else str(name)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -297,31 +297,6 @@ def _progress_bar(desc: str):
     return progress, close
 
 
-def _read_poses_file(path: Path):
-    """``(input_pose or None, target_poses [N,4,4])`` from JSON: a 4x4 matrix, a list of them, or
-    ``{"target_poses": [...], "input_pose": 4x4}`` (OpenCV camera-to-world)."""
-    import json
-
-    from novelview.errors import DataError, PoseError
-    from novelview.pipeline import as_poses
-
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: pose file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not a readable JSON pose file ({err})") from None
-    input_pose = None
-    if isinstance(data, dict):
-        if "target_poses" not in data:
-            raise PoseError(f"{path}: expected a list of 4x4 matrices or an object with 'target_poses'")
-        input_pose = data.get("input_pose")
-        if input_pose is not None:
-            input_pose = as_poses(input_pose, f"{path}: input_pose")
-        data = data["target_poses"]
-    return input_pose, as_poses(data, str(path))
-
-
 def _output_path(out: Path, suffixes: tuple[str, ...]) -> Path:
     if out.suffix.lower() not in suffixes:
         raise ConfigError(f"--out {out}: the file name must end in {' or '.join(suffixes)}")
@@ -343,35 +318,97 @@ def write_orbit(frames: list, out: Path, fps: float = 8.0, columns: int | None =
     return [save_animation(frames, out, fps=fps), save_image(sheet, out.with_name(f"{out.stem}_sheet.png"))]
 
 
+_IMAGE_HELP = "Input picture of the object (PNG/JPEG/...; alpha -> white); or give --data/--object/--view."
+_DATA_HELP = ("Take the input from a dataset (any supported format) instead of --image: view --view of object "
+              "--object, with its own camera and intrinsics.")
+_OBJECT_HELP = "With --data: the object (scene) name; may be left out when the dataset holds one."
+_VIEW_HELP = "With --data: the view's number in the object (as `novelview data info` and eval reports count them)."
+_UPSCALE_HELP = "Enlarge the written pictures K times for viewing (their cameras' intrinsics follow)."
+
+
+def _input(pipe, image: Optional[Path], data: Optional[Path], object_name: Optional[str], view: Optional[int],
+           input_elevation: Optional[float]):
+    """The pipeline's input: the picture at ``image``, or a dataset view (``--data``) with its own camera."""
+    if (image is None) == (data is None):
+        raise ConfigError("give the input as either --image FILE or --data DIR (with --object/--view), not both"
+                          if image is not None else "no input: give --image FILE or --data DIR --view I")
+    if data is None:
+        if object_name is not None or view is not None:
+            raise ConfigError("--object and --view choose a view of --data; give --data DIR too")
+        return image
+    if input_elevation is not None:
+        raise ConfigError("--input-elevation: a dataset view brings its own camera; drop it (or use --image)")
+    return pipe.dataset_view(data, object_name, 0 if view is None else view)
+
+
+def _warn(message: Optional[str]) -> None:
+    if message:
+        typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
+
+
+def _target_file(path: Path, convention: str, source):
+    """``(input_pose, targets)`` of a --poses file, warning when its cameras face away from the object (the other
+    convention's matrices); a dataset view's file is in the dataset's world frame, around its capture's centre."""
+    import torch
+
+    from novelview.pipeline import CapturedView, convention_warning, load_poses
+
+    input_pose, targets = load_poses(path, convention)
+    centre = source.frame.point if isinstance(source, CapturedView) else (0.0, 0.0, 0.0)
+    both = targets if input_pose is None else torch.cat([input_pose, targets])
+    _warn(convention_warning(both, centre, convention, str(path)))
+    return input_pose, targets
+
+
+def _write_views(views, out: Path, upscale: int, upscale_filter: str) -> list[Path]:
+    """Each view as OUT, or OUT_000, OUT_001, ... when there are several (numbered in pose order)."""
+    from novelview.images import save_image
+
+    width = max(3, len(str(len(views) - 1)))
+    paths = [out] if len(views) == 1 else [out.with_name(f"{out.stem}_{i:0{width}d}{out.suffix}")
+                                           for i in range(len(views))]
+    for view, path in zip(views.enlarged(upscale, upscale_filter), paths):
+        save_image(view, path)
+    return paths
+
+
 @app.command()
 def sample(
-    image: Path = typer.Option(..., "--image", help="Input picture of the object (PNG/JPEG/...; alpha -> white)."),
     out: Path = typer.Option(..., "--out", help="Output .png (several targets: OUT_000.png, OUT_001.png, ...)."),
+    image: Optional[Path] = typer.Option(None, "--image", help=_IMAGE_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+    object_name: Optional[str] = typer.Option(None, "--object", help=_OBJECT_HELP),
+    view: Optional[int] = typer.Option(None, "--view", min=0, help=_VIEW_HELP),
     azimuth: Optional[float] = typer.Option(
         None, "--azimuth", help="Degrees to turn around the object, relative to the input view."
     ),
     elevation: Optional[float] = typer.Option(
-        None, "--elevation", help="Degrees to move up (+) or down (-), relative to the input view."
+        None, "--elevation", help="Degrees to move up (+) or down (-), relative to the input view (input + this "
+        "must stay inside (-90, 90))."
     ),
     radius: Optional[float] = typer.Option(
         None, "--radius", help="Target camera distance (default: the input camera's)."
     ),
     poses: Optional[Path] = typer.Option(
         None, "--poses",
-        help="JSON list of absolute 4x4 OpenCV camera-to-world matrices (instead of --azimuth/--elevation), "
-        'or {"target_poses": [...], "input_pose": 4x4}.',
+        help="JSON list of absolute 4x4 camera-to-world matrices (instead of --azimuth/--elevation), "
+        'or {"target_poses": [...], "input_pose": 4x4}; with --data, in the dataset\'s world frame.',
     ),
+    poses_convention: str = typer.Option(
+        "opencv", "--poses-convention", help="How the --poses matrices orient cameras: opencv (+z forward, +y down) "
+        "or opengl (Blender / NeRF: -z forward, +y up)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Denoising steps."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same views)."),
     input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
+    upscale: int = typer.Option(1, "--upscale", min=1, max=16, help=_UPSCALE_HELP),
+    upscale_filter: str = typer.Option("nearest", "--upscale-filter", help="nearest or bicubic."),
     pad: bool = typer.Option(False, "--pad", help=_PAD_HELP),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
-    """Paint the object in IMAGE as seen from another camera."""
-    from novelview.images import save_image
+    """Paint the object in IMAGE (or a dataset view) as seen from another camera."""
     from novelview.pipeline import Pipeline
 
     out = _check_out(_output_path(out, (".png", ".jpg", ".jpeg", ".webp")))
@@ -379,37 +416,40 @@ def sample(
         raise ConfigError("give either --poses or --azimuth/--elevation/--radius, not both")
     if poses is None and azimuth is None and elevation is None and radius is None:
         raise ConfigError("no target camera: give --azimuth/--elevation (relative degrees) or --poses FILE")
-    input_pose, targets = _read_poses_file(poses) if poses is not None else (None, None)
+    if upscale_filter not in ("nearest", "bicubic"):
+        raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
     settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
+    source = _input(pipe, image, data, object_name, view, input_elevation)
+    input_pose, targets = _target_file(poses, poses_convention, source) if poses is not None else (None, None)
     progress, close = _progress_bar("sampling")
     try:
         views = pipe.synthesize(
-            image, target_poses=targets, azimuth=azimuth, elevation=elevation, radius=radius, input_pose=input_pose,
+            source, target_poses=targets, azimuth=azimuth, elevation=elevation, radius=radius, input_pose=input_pose,
             settings=settings, progress=progress, input_elevation=input_elevation, crop="pad" if pad else "center",
         )
     finally:
         close()
-    width = max(3, len(str(len(views) - 1)))  # names sort in pose order
-    paths = [out] if len(views) == 1 else [out.with_name(f"{out.stem}_{i:0{width}d}{out.suffix}")
-                                           for i in range(len(views))]
-    for view, path in zip(views, paths):
-        save_image(view, path)
-    typer.echo("\n".join(str(p) for p in paths))
+    typer.echo("\n".join(str(p) for p in _write_views(views, out, upscale, upscale_filter)))
 
 
 @app.command()
 def orbit(
-    image: Path = typer.Option(..., "--image", help="Input picture of the object."),
     out: Path = typer.Option(
         ..., "--out",
-        help="Output .gif or .mp4 (a PNG contact sheet OUT_sheet.png is written beside it), or .png for the sheet.",
+        help="Output .gif or .mp4 (a PNG contact sheet OUT_sheet.png is written beside it), or .png for the sheet; "
+        "the frames with their cameras go to OUT_views/ (transforms.json + images/, for nerfstudio or instant-ngp).",
     ),
+    image: Optional[Path] = typer.Option(None, "--image", help=_IMAGE_HELP),
+    data: Optional[Path] = typer.Option(None, "--data", help=_DATA_HELP),
+    object_name: Optional[str] = typer.Option(None, "--object", help=_OBJECT_HELP),
+    view: Optional[int] = typer.Option(None, "--view", min=0, help=_VIEW_HELP),
     views: int = typer.Option(
         24, "--views", min=1, help=f"Frames around the full turn (frame 0 is the input view; at most {MAX_ORBIT_VIEWS})."
     ),
     elevation: Optional[float] = typer.Option(
-        None, "--elevation", help="Orbit elevation relative to the input view (degrees; default 0)."
+        None, "--elevation", help="Orbit elevation relative to the input view (degrees; default 0; input + this must "
+        "stay inside (-90, 90))."
     ),
     radius: Optional[float] = typer.Option(
         None, "--radius", help="Camera distance of the orbit (default: the input camera's)."
@@ -429,17 +469,20 @@ def orbit(
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
     input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
-    upscale: int = typer.Option(1, "--upscale", min=1, max=16, help="Enlarge frames K times for viewing."),
+    upscale: int = typer.Option(1, "--upscale", min=1, max=16, help=_UPSCALE_HELP),
     upscale_filter: str = typer.Option("nearest", "--upscale-filter", help="nearest or bicubic."),
     fps: float = typer.Option(8.0, "--fps", min=0.1, max=60.0, help="Frames per second of the animation."),
     pad: bool = typer.Option(False, "--pad", help=_PAD_HELP),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
-    """Generate VIEWS frames around the object in IMAGE and write an animation plus a contact sheet."""
-    from novelview.images import enlarge
+    """Generate VIEWS frames around the object in IMAGE (or a dataset view): an animation, a contact sheet, and
+    the frames with their cameras as a transforms.json capture."""
+    from novelview.data.atomic import check_writable_target
     from novelview.pipeline import Pipeline
 
     out = _check_out(_output_path(out, (".gif", ".mp4", ".png")))
+    capture = out.with_name(f"{out.stem}_views")
+    check_writable_target(capture, overwrite=True)  # refused now, not after minutes of sampling
     if views > MAX_ORBIT_VIEWS:
         raise ConfigError(f"--views {views}: an orbit has at most {MAX_ORBIT_VIEWS} frames (one per degree)")
     if upscale_filter not in ("nearest", "bicubic"):
@@ -447,18 +490,18 @@ def orbit(
     settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed, stochastic=stochastic,
                                 order=order)  # type: ignore[arg-type]
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
+    source = _input(pipe, image, data, object_name, view, input_elevation)
     progress, close = _progress_bar("orbit")
     try:
         frames = pipe.orbit(
-            image, n_views=views, elevation=elevation, radius=radius, settings=settings, progress=progress,
+            source, n_views=views, elevation=elevation, radius=radius, settings=settings, progress=progress,
             input_elevation=input_elevation, crop="pad" if pad else "center",
         )
     finally:
         close()
-    enlarged = [enlarge(f, upscale, resample=upscale_filter) for f in frames]  # type: ignore[arg-type]
-    written = write_orbit(enlarged, out, fps=fps)
+    enlarged = frames.enlarged(upscale, upscale_filter)
+    written = [*write_orbit(list(enlarged), out, fps=fps), enlarged.save_transforms(capture)]
     typer.echo("\n".join(str(p) for p in written))
-
 
 
 # ============================================================== eval
@@ -628,10 +671,23 @@ def data_render(
     cfg = RenderConfig(views=views, size=size, format=format, cameras=cams, seed=seed, antialias=antialias,  # type: ignore[arg-type]
                        up=up)  # type: ignore[arg-type]
     summary = render_dataset(mesh_dir, _check_out(out), cfg, workers=workers, overwrite=overwrite, progress=not quiet)
+    typer.echo(_up_axes(mesh_dir, up))
     typer.echo(f"rendered {len(summary.rendered)}, skipped {len(summary.skipped)} already complete, "
                f"failed {len(summary.failed)}" + (f" (listed in {out / 'failures.txt'})" if summary.failed else ""))
     if summary.failed and not summary.rendered and not summary.skipped:
         raise ConfigError(f"no mesh in {mesh_dir} could be rendered; see {out / 'failures.txt'}")
+
+
+def _up_axes(mesh_dir: Path, up: str) -> str:
+    """Which axis of the files `data render` took as up, and how many files each."""
+    from collections import Counter
+
+    from novelview.render.mesh import find_meshes, up_axis
+
+    counts = Counter(up_axis(path, up) for _, path in find_meshes(mesh_dir))  # type: ignore[arg-type]
+    used = ", ".join(f"+{axis} for {n} mesh{'es' if n != 1 else ''}" for axis, n in sorted(counts.items()))
+    how = "as --up says" if up != "auto" else "by file type: glTF and OBJ +y, PLY/STL/OFF +z"
+    return f"up axis: {used} ({how}); a model lying on its side wants the other --up y|z"
 
 
 HELP_WIDTH = 120

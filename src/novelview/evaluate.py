@@ -88,10 +88,11 @@ class EvalConfig:
         return asdict(self)
 
 
-def _generator(seed: int, name: str, salt: int = 0) -> torch.Generator:
-    """Per-object randomness: the same object gets the same noise whatever else the run evaluates, and every
-    method gets the same noise for it (common random numbers)."""
-    state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8")), salt]).generate_state(2, np.uint32)
+def _generator(seed: int, name: str, salt: int = 0, group: int = 0) -> torch.Generator:
+    """Per-task randomness: the same object (and task ``group`` of it) gets the same noise whatever else the run
+    evaluates, and every method gets the same noise for it (common random numbers)."""
+    entropy = [int(seed), zlib.crc32(name.encode("utf-8")), salt, *([group] if group else [])]
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
@@ -152,13 +153,22 @@ def evaluate(
     return run(cfg, out)
 
 
-_RULES = (
-    "Objects: the dataset's object-level split (as in training; objects sorted by name, permuted by the split "
-    "seed); `--objects N` keeps N chosen by the protocol seed. Per object, a generator seeded by "
-    "(seed, crc32(name)) picks the condition view (unless `--cond-view` fixes it), then K distinct target views "
-    "among the others. Every method sees the same tasks and, for sampled methods, the same noise per object. "
-    "Angle = angle between the condition and target cameras' viewing directions."
-)
+_RULES = {
+    "objects": (
+        "Objects: the dataset's object-level split (as in training; objects sorted by name, permuted by the split "
+        "seed); `--objects N` keeps N chosen by the protocol seed. Per object, a generator seeded by "
+        "(seed, crc32(name)) picks the condition view (unless `--cond-view` fixes it), then K distinct target views "
+        "among the others. Every method sees the same tasks and, for sampled methods, the same noise per object. "
+        "Angle = angle between the condition and target cameras' viewing directions."
+    ),
+    "views": (
+        "Views: the scene's own split, as its files name it (as in training). Every view of the split is a target; "
+        "a generator seeded by (seed, crc32(name)) shuffles them into groups of K, and each group is generated from "
+        "a condition view drawn from the scene's train views (unless `--cond-view` fixes it), so no evaluated view "
+        "was trained on or used as a condition. Every method sees the same tasks and, for sampled methods, the same "
+        "noise per task. Angle = angle between the condition and target cameras' viewing directions."
+    ),
+}
 
 
 def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
@@ -167,7 +177,8 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
 
     model, methods = _methods(cfg)
     dataset, split = _split(cfg, model)
-    tasks = proto.make_protocol(dataset.scenes, cfg.objects, cfg.targets_per_object, cfg.seed, cfg.cond_view)
+    pools = ([dataset.views_of(i) for i in range(len(dataset.scenes))] if dataset.split_by == "views" else None)
+    tasks = proto.make_protocol(dataset.scenes, cfg.objects, cfg.targets_per_object, cfg.seed, cfg.cond_view, pools)
     views = _Views(dataset)
     lpips_fn, lpips_info = _lpips(cfg)
     scored = _Scored()
@@ -233,9 +244,24 @@ def _split(cfg: EvalConfig, model: CheckpointMethod) -> tuple[Any, dict[str, Any
     }
     dataset = MultiViewDataset(cfg.data, size=model.image_size, split=cfg.split, **split)
     if not dataset.scenes:
-        raise ConfigError(f"{cfg.data}: split {cfg.split!r} has no objects ({len(dataset.all_scenes)} objects in all; "
-                          "datasets of 1-2 objects are all training) — use --split all or more objects")
+        raise ConfigError(_empty_split(cfg, dataset))
     return dataset, split
+
+
+def _empty_split(cfg: EvalConfig, dataset: Any) -> str:
+    """Why ``cfg.split`` of ``dataset`` holds nothing to evaluate, and what to do instead."""
+    from novelview.data.views import describe_view_splits
+
+    if dataset.split_by == "views":
+        scene = dataset.all_scenes[0]
+        return (f"{cfg.data}: scene {scene.name} names no {cfg.split} views (its files: "
+                f"{describe_view_splits(scene)}); choose --split with views in it, or --split all")
+    if len(dataset.all_scenes) == 1:
+        return (f"{cfg.data}: a single scene whose files name no splits, so split {cfg.split!r} has no objects; name "
+                "its test views (Blender transforms_test.json, nerfstudio test_filenames, COLMAP test.txt) or use "
+                "--split all")
+    return (f"{cfg.data}: split {cfg.split!r} has no objects ({len(dataset.all_scenes)} objects in all; datasets of "
+            "1-2 objects are all training) — use --split all or more objects")
 
 
 @dataclass
@@ -262,7 +288,7 @@ def _score_task(
     scores: dict[str, metrics.ImageScores] = {}
     preds: dict[str, Tensor] = {}
     for method in methods:
-        preds[method.name] = method.predict(source, poses, ks, _generator(cfg.seed, task.object_name))
+        preds[method.name] = method.predict(source, poses, ks, _generator(cfg.seed, task.object_name, group=task.group))
         scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
     for j, v in enumerate(task.target_views):
         angle = float(angles[j])
@@ -289,13 +315,14 @@ def _protocol(
     cfg: EvalConfig, dataset: Any, split: dict[str, Any], tasks: list[proto.EvalTask], mask_sources: set[str]
 ) -> dict[str, Any]:
     return {
-        "rules": _RULES,
+        "rules": _RULES[dataset.split_by],
         "seed": cfg.seed,
         "split": cfg.split,
+        "split_by": dataset.split_by,
         **split,
         "format": getattr(dataset.scenes[0], "format", ""),
         "objects_in_split": len(dataset.scenes),
-        "objects_evaluated": len(tasks),
+        "objects_evaluated": len({t.object_index for t in tasks}),
         "targets_per_object": cfg.targets_per_object,
         "cond_view": cfg.cond_view,
         "mask": sorted(mask_sources),
@@ -343,9 +370,11 @@ def _consistency(
     from tqdm.auto import tqdm
 
     objects, picture_rows = [], []
-    for task in tqdm(tasks[: cfg.consistency_objects], desc="consistency", unit="object", disable=not cfg.progress):
+    firsts = [t for t in tasks if t.group == 0]  # one orbit per object
+    for task in tqdm(firsts[: cfg.consistency_objects], desc="consistency", unit="object", disable=not cfg.progress):
         scene = dataset.scenes[task.object_index]
-        orbit = proto.orbit_views(scene, task.cond_view, cfg.orbit_views)
+        among = dataset.views_of(task.object_index)[1] if dataset.split_by == "views" else None
+        orbit = proto.orbit_views(scene, task.cond_view, cfg.orbit_views, among)
         if len(orbit) < 2:
             continue
         cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
@@ -390,7 +419,7 @@ def _write(
         report.files["consistency"] = (
             "consistency.png (per object: GT held-out, GT-field renders, generated held-out, generated-field renders)"
         )
-    for task in tasks[: cfg.orbits]:
+    for task in [t for t in tasks if t.group == 0][: cfg.orbits]:
         frames = [enlarge(to_pil(f), min_side=128) for f in _orbit_frames(cfg, model, task, views)]
         save_animation(frames, out / "orbits" / f"{task.object_name}.gif")
         report.files[f"orbit:{task.object_name}"] = f"orbits/{task.object_name}.gif"

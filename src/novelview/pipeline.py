@@ -11,13 +11,23 @@ each overridable (``input_elevation=``, ``input_pose=``, ``fov_deg=``). ``azimut
 always *relative to the input view* (degrees); absolute cameras are given as 4x4 OpenCV camera-to-world
 matrices in the same world frame as ``input_pose`` (the canonical one by default: object at the origin, +z up).
 
+A view of a dataset is an input with a known camera: ``pipe.dataset_view("data/chair", view=3)`` is its picture
+at the model's size, its own pose and intrinsics, and the frame of its capture (the point its cameras look at
+and their up), so relative turns go around the object at the input's real elevation, and absolute target
+cameras are in the dataset's own world frame.
+
+Generated views come back as :class:`PosedViews`, a list of pictures that also holds their cameras:
+``views.save_transforms("out/")`` writes them as a nerfstudio / instant-ngp capture.
+
 Thin by design: camera math lives in ``cameras``, pixels in ``images``, the denoising in ``sampling``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +39,7 @@ from torch import Tensor, nn
 from novelview import cameras, images
 from novelview.checkpoint import CheckpointConfig, load_model
 from novelview.devices import resolve_device
-from novelview.errors import ConfigError, NovelviewError, PoseError
+from novelview.errors import ConfigError, DataError, NovelviewError, PoseError
 from novelview.images import Crop, ImageSource
 from novelview.sampling import DEFAULT_GUIDANCE, Progress, SamplingSettings, View, generate
 
@@ -38,6 +48,52 @@ DEFAULT_CAMERA = {"radius": 2.5, "fov_deg": 40.0, "elevation_mean": 17.5}
 
 PoseLike = Tensor | np.ndarray | Sequence[Any]
 Angles = float | Sequence[float] | Tensor
+#: How 4x4 camera-to-world matrices in a pose file orient the camera: OpenCV (+z forward, +y down; ours) or
+#: OpenGL / Blender / NeRF (-z forward, +y up).
+POSE_CONVENTIONS = ("opencv", "opengl")
+
+
+@dataclass(frozen=True)
+class CapturedView:
+    """A view of a dataset as a pipeline input (:meth:`Pipeline.dataset_view`)."""
+
+    view: View  # the picture at the model's size, its camera in the dataset's world frame, K at that size
+    frame: cameras.CaptureFrame  # the point the capture's cameras look at and their up: turns go about these
+    scene: str
+    index: int
+
+    @property
+    def elevation(self) -> float:
+        """The view's elevation in degrees above the capture's horizon."""
+        local = cameras.object_frame_transform(self.frame) @ self.view.pose.double()
+        return float(cameras.pose_to_spherical(local)[1])
+
+
+class PosedViews(list):
+    """Generated pictures (a ``list`` of PIL images) with their cameras: ``poses [N, 4, 4]`` OpenCV
+    camera-to-world in the input's world frame, ``K [3, 3]`` pixels at the pictures' size."""
+
+    def __init__(self, pictures: Sequence[Image.Image], poses: Tensor, K: Tensor) -> None:
+        super().__init__(pictures)
+        self.poses = poses.detach().cpu().float()
+        self.K = K.detach().cpu().float()
+
+    def enlarged(self, factor: int, resample: str = "nearest") -> PosedViews:
+        """The pictures ``factor`` times larger, with intrinsics to match."""
+        pictures = [images.enlarge(p, factor, resample=resample) for p in self]  # type: ignore[arg-type]
+        if not pictures:
+            return PosedViews([], self.poses, self.K)
+        old = (self[0].height, self[0].width)
+        return PosedViews(pictures, self.poses, cameras.resize_intrinsics(self.K, old, (pictures[0].height,
+                                                                                        pictures[0].width)))
+
+    def save_transforms(self, folder: str | Path) -> Path:
+        """Write the pictures and cameras as a nerfstudio / instant-ngp ``transforms.json`` (OpenGL matrices,
+        ``fl_x fl_y cx cy w h``) with ``images/frame_NNN.png``, atomically; returns the json's path. A folder
+        written before by this method is replaced."""
+        from novelview.data.formats.blender import write_transforms
+
+        return write_transforms(folder, list(self), self.poses, self.K)
 
 
 def _as_float_tensor(x: Angles, name: str = "angles") -> Tensor:
@@ -121,6 +177,12 @@ class Pipeline:
         model, config = load_model(path, use_ema=use_ema, device=device)
         return cls(model, config, device, compile=compile, autocast=autocast)
 
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        what = "regression" if self.is_regression else f"diffusion, {self.config.diffusion.prediction}-prediction"
+        return (f"Pipeline({self.config.model_name()}, {self.image_size} px, {what}, {params / 1e6:.2f}M parameters, "
+                f"device {self.device})")
+
     # ----------------------------------------------------------------------------------------- properties
 
     @property
@@ -198,17 +260,40 @@ class Pipeline:
         )
         return _finite(views)
 
+    def dataset_view(
+        self, data: str | Path | Sequence[Any], object: str | None = None, view: int = 0, crop: Crop = "center"
+    ) -> CapturedView:
+        """View ``view`` of object (scene) ``object`` of a dataset in any supported format (a folder, or the scenes
+        ``open_dataset`` returns) as an input: its picture at the model's size, its own camera and intrinsics, and
+        the frame of its capture. ``object`` may be left out when the dataset holds one scene."""
+        from novelview.data.formats import load_view, open_dataset
+
+        scenes = open_dataset(data) if isinstance(data, (str, Path)) else data
+        scene = _find_scene(scenes, object, data)
+        if isinstance(view, bool) or not isinstance(view, (int, np.integer)) or not 0 <= view < scene.num_views:
+            raise ConfigError(f"view {view!r}: object {scene.name} has views 0..{scene.num_views - 1}")
+        picture, K = load_view(scene, int(view), self.image_size, crop)
+        frame = cameras.capture_frame(scene.poses.double())
+        source = View(picture, scene.poses[int(view)].float(), K.float())
+        return CapturedView(source, frame, scene.name, int(view))
+
     def input_view(
         self,
-        image: ImageSource,
+        image: ImageSource | CapturedView,
         input_pose: PoseLike | None = None,
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
     ) -> View:
-        """The input picture as the model sees it, with its camera: ``input_pose`` (a 4x4 camera-to-world) or
-        else the canonical input camera (:meth:`input_camera`) at ``input_elevation``; ``fov_deg`` overrides the
-        data's field of view."""
+        """The input picture as the model sees it, with its camera: a dataset view's own (:meth:`dataset_view`),
+        ``input_pose`` (a 4x4 camera-to-world) or else the canonical input camera (:meth:`input_camera`) at
+        ``input_elevation``; ``fov_deg`` overrides the data's field of view."""
+        if isinstance(image, CapturedView):
+            given = [n for n, v in (("input_pose", input_pose), ("input_elevation", input_elevation),
+                                    ("fov_deg", fov_deg)) if v is not None]
+            if given:
+                raise ConfigError(f"a dataset view brings its own camera; drop {', '.join(given)}")
+            return image.view
         x = self.load(image, crop)
         if input_pose is not None:
             pose = as_poses(input_pose, "input_pose")
@@ -226,6 +311,7 @@ class Pipeline:
         azimuth: Angles | None = None,
         elevation: Angles | None = None,
         radius: float | None = None,
+        frame: cameras.CaptureFrame | None = None,
     ) -> Tensor:
         """The target cameras ``[N, 4, 4]`` of :meth:`synthesize`: ``target_poses`` as given (validated), or turned
         from ``input_pose`` by relative ``azimuth`` / ``elevation`` (see :meth:`relative_poses`); not both."""
@@ -237,14 +323,40 @@ class Pipeline:
         if not relative:
             raise ConfigError("no target camera: give target_poses or azimuth/elevation")
         return self.relative_poses(
-            input_pose, 0.0 if azimuth is None else azimuth, 0.0 if elevation is None else elevation, radius
+            input_pose, 0.0 if azimuth is None else azimuth, 0.0 if elevation is None else elevation, radius, frame
         )
 
     def relative_poses(
-        self, input_pose: Tensor, azimuth: Angles = 0.0, elevation: Angles = 0.0, radius: float | None = None
+        self,
+        input_pose: Tensor,
+        azimuth: Angles = 0.0,
+        elevation: Angles = 0.0,
+        radius: float | None = None,
+        frame: cameras.CaptureFrame | None = None,
     ) -> Tensor:
         """Targets turned by relative ``azimuth`` / ``elevation`` (degrees, broadcast) about the object from
-        ``input_pose``; at ``radius`` when given, else at the input camera's distance. ``[N, 4, 4]``."""
+        ``input_pose``; at ``radius`` when given, else at the input camera's distance. ``[N, 4, 4]``.
+
+        The object sits at the origin with +z up, unless ``frame`` (a capture's, see :class:`CapturedView`) says
+        where it is and which way is up; the targets are returned in the input pose's world frame either way."""
+        if frame is None:
+            return self._turned(input_pose, azimuth, elevation, radius)
+        to_object = cameras.object_frame_transform(frame)
+        turned = self._turned((to_object @ input_pose.double()).float(), azimuth, elevation, radius)
+        return (cameras.invert_pose(to_object) @ turned.double()).float()
+
+    def elevation_range(self, input_pose: Tensor | None = None, frame: cameras.CaptureFrame | None = None,
+                        ) -> tuple[float, float, float]:
+        """``(input elevation, lowest, highest)`` in degrees: the relative elevations strictly between lowest and
+        highest keep a target inside (-90, 90) from ``input_pose`` (default: the canonical input camera)."""
+        pose = self.input_camera()[0] if input_pose is None else input_pose
+        if frame is not None:
+            pose = cameras.object_frame_transform(frame) @ pose.double()
+        el = float(cameras.pose_to_spherical(pose.double())[1])
+        return el, -90.0 - el, 90.0 - el
+
+    def _turned(self, input_pose: Tensor, azimuth: Angles, elevation: Angles, radius: float | None) -> Tensor:
+        """:meth:`relative_poses` about the origin, +z up."""
         az, el = _as_float_tensor(azimuth, "azimuth"), _as_float_tensor(elevation, "elevation")
         if az.numel() != el.numel() and 1 not in (az.numel(), el.numel()):
             raise ConfigError(f"azimuth has {az.numel()} values and elevation {el.numel()}; give equal lengths "
@@ -258,14 +370,10 @@ class Pipeline:
         bad = el[el.abs() >= 90]
         if bad.numel():
             raise PoseError(f"elevation must lie inside (-90, 90) degrees, got {bad[0].item():g}")
-        _, input_el, _ = cameras.pose_to_spherical(input_pose.double())
-        reached = input_el + el
-        if (reached.abs() >= 90).any():
-            i = int((reached.abs() >= 90).nonzero()[0])
-            raise PoseError(
-                f"elevation: the input view's {input_el.item():.1f} + relative {el[i].item():g} = "
-                f"{reached[i].item():.1f} degrees leaves (-90, 90)"
-            )
+        input_el, lo, hi = self.elevation_range(input_pose)
+        outside = (el <= lo) | (el >= hi)
+        if outside.any():
+            raise PoseError(elevation_error(float(el[int(outside.nonzero()[0])]), input_el))
         base = input_pose.double().expand(az.shape[0], 4, 4)
         poses = cameras.rotate_about_target(base, az, el)
         if radius is not None:
@@ -277,7 +385,7 @@ class Pipeline:
 
     def synthesize(
         self,
-        image: ImageSource,
+        image: ImageSource | CapturedView,
         target_poses: PoseLike | None = None,
         azimuth: Angles | None = None,
         elevation: Angles | None = None,
@@ -289,8 +397,9 @@ class Pipeline:
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
-    ) -> list[Image.Image]:
-        """Novel views of the object in ``image``, one per target camera (:meth:`target_poses`).
+    ) -> PosedViews:
+        """Novel views of the object in ``image`` (a picture, or a :meth:`dataset_view`), one per target camera
+        (:meth:`target_poses`), with those cameras (:class:`PosedViews`).
 
         Targets are either ``target_poses`` (one 4x4 or a list; absolute, in the frame of ``input_pose``) or
         ``azimuth`` / ``elevation`` relative to the input view (scalars or equal-length lists; ``radius`` moves
@@ -299,12 +408,14 @@ class Pipeline:
         is called once per denoising step; raising from it aborts.
         """
         source = self.input_view(image, input_pose, input_elevation, fov_deg, crop)
-        poses = self.target_poses(source.pose, target_poses, azimuth, elevation, radius)
-        return [images.to_pil(x) for x in self.generate(source, poses, settings, progress=progress)]
+        frame = image.frame if isinstance(image, CapturedView) else None
+        poses = self.target_poses(source.pose, target_poses, azimuth, elevation, radius, frame)
+        pictures = [images.to_pil(x) for x in self.generate(source, poses, settings, progress=progress)]
+        return PosedViews(pictures, poses, source.K)
 
     def orbit(
         self,
-        image: ImageSource,
+        image: ImageSource | CapturedView,
         n_views: int = 24,
         elevation: float | None = None,
         *,
@@ -315,8 +426,9 @@ class Pipeline:
         input_elevation: float | None = None,
         fov_deg: float | None = None,
         crop: Crop = "center",
-    ) -> list[Image.Image]:
-        """``n_views`` frames evenly spaced in azimuth around the object, starting at the input view.
+    ) -> PosedViews:
+        """``n_views`` frames evenly spaced in azimuth around the object, starting at the input view (a picture,
+        or a :meth:`dataset_view`), with their cameras (:class:`PosedViews`).
 
         ``elevation`` is relative to the input view (default 0: the input's own elevation). When the first
         frame's camera is the input camera (``elevation`` 0, no ``radius``) it *is* the input picture and is not
@@ -332,15 +444,79 @@ class Pipeline:
         settings = SamplingSettings(stochastic=True) if settings is None else settings
         settings.check(self.config.diffusion)  # checked even when no frame needs generating
         source = self.input_view(image, input_pose, input_elevation, fov_deg, crop)
+        frame = image.frame if isinstance(image, CapturedView) else None
         azimuths = torch.arange(n_views, dtype=torch.float64) * (360.0 / n_views)
         d_el = 0.0 if elevation is None else _number(elevation, "elevation")
-        poses = self.relative_poses(source.pose, azimuths, torch.full_like(azimuths, d_el), radius)
+        poses = self.relative_poses(source.pose, azimuths, torch.full_like(azimuths, d_el), radius, frame)
         first_is_input = d_el == 0.0 and radius is None
         targets = poses[1:] if first_is_input else poses
         frames: list[Tensor] = [source.image[None]] if first_is_input else []
         if targets.shape[0]:
             frames.append(self.generate(source, targets, settings, progress=progress).cpu())
-        return [images.to_pil(x) for x in torch.cat(frames)]
+        return PosedViews([images.to_pil(x) for x in torch.cat(frames)], poses, source.K)
+
+
+def elevation_error(relative: float, input_elevation: float) -> str:
+    """The message for a relative elevation that takes a camera out of (-90, 90), with the range that works."""
+    return (f"elevation {relative:g}: the input view sits at {input_elevation:.1f} degrees, so the relative elevation "
+            f"must lie in ({-90.0 - input_elevation:.1f}, {90.0 - input_elevation:.1f}) to keep the camera inside "
+            "(-90, 90)")
+
+
+def _find_scene(scenes: Sequence[Any], name: str | None, data: Any) -> Any:
+    """The scene called ``name`` (the only one when ``name`` is None), or a ConfigError listing a few."""
+    where = data if isinstance(data, (str, Path)) else "the dataset"
+    if not len(scenes):
+        raise DataError(f"{where}: the dataset has no objects")
+    if name is None:
+        if len(scenes) > 1:
+            raise ConfigError(f"{where} holds {len(scenes)} objects; name one with --object (e.g. {scenes[0].name})")
+        return scenes[0]
+    for scene in scenes:
+        if scene.name == name:
+            return scene
+    names = sorted(s.name for s in scenes)
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise ConfigError(f"{where}: no object named {name!r} (objects: {listed})")
+
+
+def load_poses(path: str | Path, convention: str = "opencv") -> tuple[Tensor | None, Tensor]:
+    """``(input_pose or None, target_poses [N, 4, 4])`` from a JSON pose file: a 4x4 camera-to-world matrix, a list
+    of them, or ``{"target_poses": [...], "input_pose": 4x4}``; ``convention`` (:data:`POSE_CONVENTIONS`) says
+    how the file's matrices orient the camera, and they come back in ours (OpenCV)."""
+    if convention not in POSE_CONVENTIONS:
+        raise ConfigError(f"pose convention must be one of {', '.join(POSE_CONVENTIONS)}, got {convention!r}")
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: pose file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable JSON pose file ({err})") from None
+    input_pose = None
+    if isinstance(data, dict):
+        if "target_poses" not in data:
+            raise PoseError(f"{path}: expected a list of 4x4 matrices or an object with 'target_poses'")
+        if data.get("input_pose") is not None:
+            input_pose = as_poses(data["input_pose"], f"{path}: input_pose")
+        data = data["target_poses"]
+    targets = as_poses(data, str(path))
+    if convention == "opengl":
+        targets = cameras.opengl_to_opencv(targets)
+        input_pose = None if input_pose is None else cameras.opengl_to_opencv(input_pose)
+    return input_pose, targets
+
+
+def convention_warning(poses: Tensor, centre: Tensor | Sequence[float], convention: str, where: str) -> str | None:
+    """A warning when most of ``poses`` (already in our OpenCV convention) look away from ``centre``: the file was
+    probably written in the other convention, which would paint the object from behind its cameras."""
+    away = cameras.facing_away(poses, centre)
+    if float(away.double().mean()) <= 0.5:
+        return None
+    other = "opengl" if convention == "opencv" else "opencv"
+    return (f"{where}: {int(away.sum())} of {len(away)} cameras look away from the object at "
+            f"{[round(float(c), 3) for c in torch.as_tensor(centre)]} when read as {convention}; if the file holds "
+            f"{other.replace('opengl', 'OpenGL/Blender').replace('opencv', 'OpenCV')} matrices, "
+            f"pass --poses-convention {other}")
 
 
 def _finite(views: Tensor) -> Tensor:
@@ -351,4 +527,5 @@ def _finite(views: Tensor) -> Tensor:
     return views
 
 
-__all__ = ["DEFAULT_CAMERA", "Pipeline", "as_poses"]
+__all__ = ["DEFAULT_CAMERA", "POSE_CONVENTIONS", "CapturedView", "Pipeline", "PosedViews", "as_poses",
+           "convention_warning", "elevation_error", "load_poses"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from novelview.data.formats import (
     Problems,
+    Scene,
     camera_statistics,
     check_images,
     detect_format,
@@ -33,6 +34,8 @@ class DatasetReport:
     settings: dict[str, Any] = field(default_factory=dict)
     files_checked: int = 0
     manifest: str = ""  # whether the folder has a current manifest (not a problem of the dataset either way)
+    splits: str = ""  # which split scheme training and evaluation apply, and its sizes
+    notes: list[str] = field(default_factory=list)  # worth a look, but the dataset is usable
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -72,8 +75,11 @@ class DatasetReport:
             gen = self.settings.get("generator")
             if gen:
                 out.append(f"generator:  {gen} (seed {self.settings.get('seed')})")
+            if self.splits:
+                out.append(f"splits:     {self.splits}")
             if self.files_checked:
                 out.append(f"checked:    {self.files_checked} files fully decoded")
+            out.extend(f"note:       {n}" for n in self.notes)
         if self.manifest:
             out.append(f"manifest:   {self.manifest}")
         if self.problems:
@@ -116,7 +122,38 @@ def inspect_dataset(path: str | Path, format: str = "auto", decode: bool = True,
         report.has_masks = all(s.mask_paths is not None for s in scenes)
         report.has_depth = all(s.depth_paths is not None for s in scenes)
         report.distorted_views = sum(sum(d is not None for d in s.distortion or []) for s in scenes)
+        report.splits = describe_splits(scenes)
+        report.notes = camera_notes(report.cameras)
     return report
+
+
+def describe_splits(scenes: Sequence[Scene]) -> str:
+    """Which split scheme training and evaluation apply to ``scenes`` (:mod:`novelview.data.views`), with sizes."""
+    from novelview.data.views import describe_view_splits, split_objects, split_scheme
+
+    if split_scheme(scenes) == "views":
+        return (f"the scene's own, per view ({describe_view_splits(scenes[0])}): training pairs train views, "
+                "validation and evaluation score val / test views generated from train views")
+    sizes = {k: len(v) for k, v in split_objects(len(scenes)).items()}
+    text = (f"by object ({sizes['train']} train, {sizes['val']} val, {sizes['test']} test; default seed and "
+            "fractions): a val or test object is never trained on")
+    named = sum(s.view_splits is not None for s in scenes)
+    if len(scenes) == 1:
+        text += ("; a single scene whose files name no view splits is all training (name them: Blender "
+                 "transforms_{train,val,test}.json, nerfstudio *_filenames, COLMAP train.txt / val.txt / test.txt)")
+    elif named:
+        text += f"; {named} scene(s) name their own view splits, which apply to one scene on its own"
+    return text
+
+
+def camera_notes(stats: dict[str, float]) -> list[str]:
+    """What the camera statistics suggest is worth checking (not problems: the data can be used as it is)."""
+    notes = []
+    if stats and stats.get("elevation_max", 0.0) < 0.0:
+        notes.append(f"every camera sits below the equator (elevation {stats['elevation_min']:.1f} to "
+                     f"{stats['elevation_max']:.1f} deg): the objects are seen from underneath; if they were "
+                     "rendered with the wrong up axis, render again (`novelview data render --up y` or `--up z`)")
+    return notes
 
 
 __all__ = ["DatasetReport", "inspect_dataset"]

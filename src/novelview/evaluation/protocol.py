@@ -10,6 +10,10 @@ Rules (printed in every report and documented in docs/evaluation.md):
   object's views; ``--cond-view V`` fixes it to view V of every object instead) and then ``K`` distinct target
   views among the others (all others when ``K`` is None or at least their number), in ascending view order.
   Keying on the name makes an object's views independent of which other objects are evaluated.
+* A scene split by its own view splits (:mod:`novelview.data.views`, ``split_by == "views"``) is scored on every
+  view of the split: a generator seeded by ``(seed, crc32(name))`` shuffles them into groups of ``K`` targets
+  (one group when ``K`` is None), and each group gets its own condition view drawn from the scene's train views
+  (``--cond-view V`` fixes it to train view V). Each group is one task; ``group`` numbers them.
 * The same tasks are given to every method of a run (the model, each baseline), and the same ``seed`` on the same
   dataset gives the same tasks in any run, so numbers compare across runs and methods.
 * The 3D-consistency orbit of an object is its other views (all but the condition), sorted by azimuth measured
@@ -39,6 +43,7 @@ class EvalTask:
     object_name: str
     cond_view: int
     target_views: tuple[int, ...]
+    group: int = 0  # the task's number among its object's tasks (several only for a scene's own view splits)
 
     def to_dict(self) -> dict[str, object]:
         out = asdict(self)
@@ -81,31 +86,77 @@ def choose_views(
     return cond, tuple(sorted(int(v) for v in chosen))
 
 
+def view_split_tasks(
+    object_index: int,
+    name: str,
+    pools: tuple[np.ndarray, np.ndarray],
+    seed: int,
+    targets: int | None,
+    cond_view: int | None = None,
+) -> list[EvalTask]:
+    """The tasks of one scene split by its own views: ``pools`` = (train views, the split's views); see the
+    module docstring."""
+    conds, held_out = (np.asarray(p, dtype=np.int64) for p in pools)
+    if targets is not None and targets < 1:
+        raise ConfigError(f"--targets-per-object must be at least 1, got {targets}")
+    if cond_view is not None and cond_view not in conds:
+        raise ConfigError(f"--cond-view {cond_view}: not a train view of scene {name} (its train views: "
+                          f"{_ranges(conds)})")
+    rng = np.random.default_rng(object_seed(seed, name))
+    order = rng.permutation(held_out)
+    size = len(order) if targets is None else targets
+    tasks = []
+    for group, lo in enumerate(range(0, len(order), size)):
+        drawn = int(conds[rng.integers(len(conds))])
+        cond = drawn if cond_view is None else int(cond_view)
+        tasks.append(EvalTask(object_index, name, cond, tuple(sorted(int(v) for v in order[lo : lo + size])), group))
+    return tasks
+
+
+def _ranges(views: np.ndarray) -> str:
+    """``0-99, 120`` for a sorted list of view numbers."""
+    parts, start = [], None
+    values = [int(v) for v in views]
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            parts.append(str(v) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(parts)
+
+
 def make_protocol(
     scenes: Sequence[Scene],
     objects: int | None = None,
     targets_per_object: int | None = 8,
     seed: int = 0,
     cond_view: int | None = None,
+    pools: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[EvalTask]:
-    """The tasks of a run over ``scenes`` (the split's objects, in split order)."""
+    """The tasks of a run over ``scenes`` (the split's objects, in split order). ``pools``: per scene, its
+    (condition views, target views) when the scenes are split by their own views."""
     if not scenes:
         raise ConfigError("no objects to evaluate")
+    chosen = choose_objects(len(scenes), objects, seed)
+    if pools is not None:
+        return [task for i in chosen
+                for task in view_split_tasks(i, scenes[i].name, pools[i], seed, targets_per_object, cond_view)]
     return [
         EvalTask(i, scenes[i].name,
                  *choose_views(scenes[i].num_views, scenes[i].name, seed, targets_per_object, cond_view))
-        for i in choose_objects(len(scenes), objects, seed)
+        for i in chosen
     ]
 
 
-def orbit_views(scene: Scene, cond_view: int, max_views: int) -> list[int]:
-    """The object's views other than ``cond_view``, ordered by azimuth from the condition view's, evenly thinned
-    to at most ``max_views`` (see the module docstring)."""
+def orbit_views(scene: Scene, cond_view: int, max_views: int, among: Sequence[int] | None = None) -> list[int]:
+    """The object's views other than ``cond_view`` (only those ``among``, when given), ordered by azimuth from
+    the condition view's, evenly thinned to at most ``max_views`` (see the module docstring)."""
     if max_views < 2:
         raise ConfigError(f"an orbit for the consistency score needs at least 2 views, got {max_views}")
     azimuth, _, _ = cameras.pose_to_spherical(scene.poses.double())
     relative = (azimuth - azimuth[cond_view]) % 360.0
-    others = [v for v in range(scene.num_views) if v != cond_view]
+    candidates = range(scene.num_views) if among is None else [int(v) for v in among]
+    others = [v for v in candidates if v != cond_view]
     ordered = sorted(others, key=lambda v: (float(relative[v]), v))
     if len(ordered) <= max_views:
         return ordered
@@ -113,4 +164,5 @@ def orbit_views(scene: Scene, cond_view: int, max_views: int) -> list[int]:
     return [ordered[i] for i in picks]
 
 
-__all__ = ["EvalTask", "choose_objects", "choose_views", "make_protocol", "object_seed", "orbit_views"]
+__all__ = ["EvalTask", "choose_objects", "choose_views", "make_protocol", "object_seed", "orbit_views",
+           "view_split_tasks"]

@@ -232,19 +232,29 @@ def _describe(d: dict[str, Any]) -> str:
     return str(d.get("what", d.get("kind", "")))
 
 
-def render_markdown(report: EvalReport) -> str:
+def _columns(labels: Sequence[str]) -> list[str]:
+    return [f"{lab}°" if lab != ALL else "all" for lab in labels]
+
+
+def _split_line(report: EvalReport) -> str:
+    cfg, prot = report.config, report.protocol
+    if prot.get("split_by") == "views":
+        where = f"split `{prot.get('split')}` of the scene's own view splits (conditions from its train views)"
+    else:
+        where = f"split `{prot.get('split')}` (split seed {prot.get('split_seed')})"
+    return (f"- data: `{cfg.get('data')}` (format {prot.get('format')}), {where}: {prot.get('objects_evaluated')} of "
+            f"{prot.get('objects_in_split')} objects, {len(report.views)} target views, image size "
+            f"{cfg.get('image_size')} px")
+
+
+def _header(report: EvalReport) -> list[str]:
     cfg, prot, env = report.config, report.protocol, report.environment
-    labels = [*bin_labels(), ALL]
-    methods = list(report.methods)
-    counts = report.summary[report.primary]
     git = env.get("git", {}) or {}
-    lines = [
+    return [
         "# novelview evaluation report",
         "",
         f"- checkpoint: `{cfg.get('checkpoint')}`",
-        f"- data: `{cfg.get('data')}` (format {prot.get('format')}), split `{prot.get('split')}` "
-        f"(split seed {prot.get('split_seed')}): {prot.get('objects_evaluated')} of {prot.get('objects_in_split')} "
-        f"objects, {len(report.views)} target views, image size {cfg.get('image_size')} px",
+        _split_line(report),
         f"- sampling: {cfg.get('sampler')}, {cfg.get('steps')} steps, guidance {cfg.get('guidance')}; protocol seed "
         f"{prot.get('seed')}",
         f"- code: novelview {env.get('novelview')}, commit `{git.get('commit')}`"
@@ -254,6 +264,13 @@ def render_markdown(report: EvalReport) -> str:
         "",
         "Methods: " + "; ".join(f"`{m}` ({_describe(d)})" for m, d in report.methods.items()) + ".",
         "",
+    ]
+
+
+def _pixel_sections(report: EvalReport, labels: list[str]) -> list[str]:
+    methods = list(report.methods)
+    counts = report.summary[report.primary]
+    lines = [
         "Cells are **PSNR (dB) / SSIM**, means over target views; columns bin the angle between the condition and "
         f"target viewing directions. PSNR is capped at {PSNR_CAP_DB:g} dB (identical images). "
         "Masked = over the object's pixels only (see docs/evaluation.md).",
@@ -273,65 +290,90 @@ def render_markdown(report: EvalReport) -> str:
     ]
     if report.lpips.get("available"):
         rows = [[f"`{m}`", *[_fmt(report.summary[m][lab].get("lpips"), 4) for lab in labels]] for m in methods]
-        lines += _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in labels]], rows)
-    else:
-        lines.append(f"Not computed: {report.lpips.get('reason')}")
-    lines += ["", "## Patch distribution vs the ground truth (sliced Wasserstein distance x 1000; lower is better)", ""]
-    dist = (report.distribution or {}).get("per_bin", {})
-    if dist:
-        shown = [lab for lab in labels if lab in dist]
-        rows = [[f"`{m}`", *[_fmt(dist[lab].get(m, {}).get("swd"), 1) for lab in shown]] for m in methods]
-        lines += _table(["method", *[f"{lab}°" if lab != ALL else "all" for lab in shown]], rows)
-        lines += ["", "A distance between *sets* of views: it asks whether the predictions look like real views of "
-                  "these objects (sharp edges, flat faces, the right colours), not whether each matches its own "
-                  "target, so a blurry average scores badly even where its PSNR is high. Compare methods within "
-                  "a column: two sets of real views score further apart the fewer views they hold, so columns of "
-                  f"different sizes are not comparable. Bins with fewer than "
-                  f"{report.distribution.get('min_images')} views are left out. See docs/evaluation.md."]
-    else:
-        lines.append("Not computed (a report from before this metric existed).")
-    lines += ["", f"## Margin of `{report.primary}` over each baseline (positive = `{report.primary}` is better)", ""]
-    if report.margins:
-        for metric, digits in (("psnr", 2), ("psnr_masked", 2), ("ssim", 3), ("ssim_masked", 3), ("lpips", 4)):
-            if not any(metric in report.margins[b][ALL] for b in report.margins):
-                continue
-            lines.append(f"**{metric}**")
-            lines.append("")
-            rows = [[f"`{b}`", *[_signed(report.margins[b][lab].get(metric), digits) for lab in labels]]
-                    for b in report.margins]
-            lines += _table(["baseline", *[f"{lab}°" if lab != ALL else "all" for lab in labels]], rows)
-            lines.append("")
-    else:
-        lines += ["No baselines.", ""]
-    lines += ["## 3D consistency (3DiM, Watson et al. 2022 sec. 5)", ""]
+        return lines + _table(["method", *_columns(labels)], rows)
+    return lines + [f"Not computed: {report.lpips.get('reason')}"]
+
+
+def _distribution_section(report: EvalReport, labels: list[str]) -> list[str]:
+    lines = ["", "## Patch distribution vs the ground truth (sliced Wasserstein distance x 1000; lower is better)", ""]
+    if report.distribution is None:
+        return lines + ["Not computed (a report from before this metric existed)."]
+    dist = report.distribution.get("per_bin", {})
+    least = report.distribution.get("min_images")
+    counts = report.summary[report.primary]
+    short = [lab for lab in labels if lab not in dist and counts.get(lab, {}).get("n")]
+    too_few = ", ".join(f"{'all' if lab == ALL else lab + '°'} ({int(counts[lab]['n'])})" for lab in short)
+    if not dist:
+        more = ("The scene's split holds no more views to score." if report.protocol.get("split_by") == "views"
+                else "Evaluate more objects or targets (`--objects`, `--targets-per-object`).")
+        return lines + [f"Not computed: a set needs at least {least} target views, and these sets hold fewer: "
+                        f"{too_few}. {more}"]
+    shown = [lab for lab in labels if lab in dist]
+    rows = [[f"`{m}`", *[_fmt(dist[lab].get(m, {}).get("swd"), 1) for lab in shown]] for m in report.methods]
+    lines += _table(["method", *_columns(shown)], rows)
+    lines += ["", "A distance between *sets* of views: it asks whether the predictions look like real views of "
+              "these objects (sharp edges, flat faces, the right colours), not whether each matches its own "
+              "target, so a blurry average scores badly even where its PSNR is high. Compare methods within "
+              "a column: two sets of real views score further apart the fewer views they hold, so columns of "
+              "different sizes are not comparable. See docs/evaluation.md."]
+    if short:
+        lines[-1] += (f" Left out, with fewer than the {least} views a set needs (views in brackets): {too_few}"
+                      + ("; the pooled `all` column covers their views." if ALL in dist else "."))
+    return lines
+
+
+def _margins_section(report: EvalReport, labels: list[str]) -> list[str]:
+    lines = ["", f"## Margin of `{report.primary}` over each baseline (positive = `{report.primary}` is better)", ""]
+    if not report.margins:
+        return lines + ["No baselines.", ""]
+    for metric, digits in (("psnr", 2), ("psnr_masked", 2), ("ssim", 3), ("ssim_masked", 3), ("lpips", 4)):
+        if not any(metric in report.margins[b][ALL] for b in report.margins):
+            continue
+        rows = [[f"`{b}`", *[_signed(report.margins[b][lab].get(metric), digits) for lab in labels]]
+                for b in report.margins]
+        lines += [f"**{metric}**", "", *_table(["baseline", *_columns(labels)], rows), ""]
+    return lines
+
+
+def _consistency_section(report: EvalReport) -> list[str]:
+    lines = ["## 3D consistency (3DiM, Watson et al. 2022 sec. 5)", ""]
     cons = report.consistency
-    if cons and cons.get("objects"):
-        f = cons["field"]
-        lines += [
-            f"A {f['resolution']}^3 voxel radiance field (box ±{f['bound']:g}, {f['steps']} Adam steps) is fitted to "
-            f"every other view of an orbit and scored on the held-out views (PSNR / SSIM, higher = more consistent). "
-            f"`generated`: views made by `{report.primary}` "
-            f"({'stochastic conditioning' if cons.get('stochastic') else 'each conditioned on the input only'}); "
-            "`ground truth`: the dataset's own views (the ceiling of the procedure).",
-            "",
-        ]
-        rows = []
-        for o in cons["objects"]:
-            g, t = o["generated"], o["ground_truth"]
-            rows.append([o["object"], str(len(o["views"])), f"{_fmt(g['psnr'], 2)} / {_fmt(g['ssim'], 3)}",
-                         f"{_fmt(t['psnr'], 2)} / {_fmt(t['ssim'], 3)}"])
-        mean = cons["mean"]
-        rows.append(["**mean**", "", f"**{_fmt(mean['generated']['psnr'], 2)} / {_fmt(mean['generated']['ssim'], 3)}**",
-                     f"**{_fmt(mean['ground_truth']['psnr'], 2)} / {_fmt(mean['ground_truth']['ssim'], 3)}**"])
-        lines += _table(["object", "views", "generated", "ground truth"], rows)
-    else:
-        lines.append("Not computed (`--consistency-objects 0`, or the objects have fewer than 3 views).")
-    lines += ["", "## Protocol", "", prot.get("rules", ""), ""]
+    if not (cons and cons.get("objects")):
+        return lines + ["Not computed (`--consistency-objects 0`, or the objects have fewer than 3 views)."]
+    f = cons["field"]
+    lines += [
+        f"A {f['resolution']}^3 voxel radiance field (box ±{f['bound']:g}, {f['steps']} Adam steps) is fitted to "
+        f"every other view of an orbit and scored on the held-out views (PSNR / SSIM, higher = more consistent). "
+        f"`generated`: views made by `{report.primary}` "
+        f"({'stochastic conditioning' if cons.get('stochastic') else 'each conditioned on the input only'}); "
+        "`ground truth`: the dataset's own views (the ceiling of the procedure).",
+        "",
+    ]
+    rows = []
+    for o in cons["objects"]:
+        g, t = o["generated"], o["ground_truth"]
+        rows.append([o["object"], str(len(o["views"])), f"{_fmt(g['psnr'], 2)} / {_fmt(g['ssim'], 3)}",
+                     f"{_fmt(t['psnr'], 2)} / {_fmt(t['ssim'], 3)}"])
+    mean = cons["mean"]
+    rows.append(["**mean**", "", f"**{_fmt(mean['generated']['psnr'], 2)} / {_fmt(mean['generated']['ssim'], 3)}**",
+                 f"**{_fmt(mean['ground_truth']['psnr'], 2)} / {_fmt(mean['ground_truth']['ssim'], 3)}**"])
+    return lines + _table(["object", "views", "generated", "ground truth"], rows)
+
+
+def _protocol_section(report: EvalReport) -> list[str]:
+    prot = report.protocol
     rows = [[t["object_name"], str(t["cond_view"]), ", ".join(map(str, t["target_views"]))] for t in prot["tasks"]]
-    lines += _table(["object", "condition view", "target views"], rows)
-    lines += ["", "## Files", ""]
-    lines += [f"- `{k}`: {v}" for k, v in report.files.items()]
-    return "\n".join(lines) + "\n"
+    lines = ["", "## Protocol", "", prot.get("rules", ""), "",
+             *_table(["object", "condition view", "target views"], rows)]
+    return lines + ["", "## Files", "", *[f"- `{k}`: {v}" for k, v in report.files.items()]]
+
+
+def render_markdown(report: EvalReport) -> str:
+    """``report.md``: the report's numbers as tables, with what each means."""
+    labels = [*bin_labels(), ALL]
+    sections = (_header(report), _pixel_sections(report, labels), _distribution_section(report, labels),
+                _margins_section(report, labels), _consistency_section(report), _protocol_section(report))
+    return "\n".join(line for section in sections for line in section) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------

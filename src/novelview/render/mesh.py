@@ -154,6 +154,13 @@ def _scene_meshes(path: Path) -> list[Any]:
     return [g for g in geometries if hasattr(g, "faces") and hasattr(g, "vertices")]
 
 
+def up_axis(path: str | Path, up: UpAxis = "auto") -> str:
+    """``"y"`` or ``"z"``: the axis of the file at ``path`` taken as up (``auto``: by its suffix, see above)."""
+    if up != "auto":
+        return up
+    return "y" if Path(path).suffix.lower() in Y_UP_SUFFIXES else "z"
+
+
 def load_mesh(path: str | Path, up: UpAxis = "auto", radius: float = OBJECT_RADIUS) -> LoadedMesh:
     """Load and normalise one mesh file; raises :class:`MeshError` naming the file."""
     path = Path(path)
@@ -167,7 +174,7 @@ def load_mesh(path: str | Path, up: UpAxis = "auto", radius: float = OBJECT_RADI
     everything = np.concatenate([p.positions for p in parts]).astype(np.float64)
     if not np.isfinite(everything).all():
         raise MeshError(f"{path}: vertices contain NaN or infinite coordinates")
-    rotation = _Y_TO_Z if (up == "y" or (up == "auto" and path.suffix.lower() in Y_UP_SUFFIXES)) else np.eye(3)
+    rotation = _Y_TO_Z if up_axis(path, up) == "y" else np.eye(3)
     rotated = everything @ rotation.T
     centre = 0.5 * (rotated.min(axis=0) + rotated.max(axis=0))
     extent = np.linalg.norm(rotated - centre, axis=1).max()
@@ -209,4 +216,4 @@ def find_meshes(root: str | Path) -> list[tuple[str, Path]]:
     return out
 
 
-__all__ = ["MESH_SUFFIXES", "LoadedMesh", "MeshError", "MeshPart", "find_meshes", "load_mesh"]
+__all__ = ["MESH_SUFFIXES", "LoadedMesh", "MeshError", "MeshPart", "find_meshes", "load_mesh", "up_axis"]

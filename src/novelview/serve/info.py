@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Optional
 
 from novelview.serve import schemas
@@ -14,30 +15,33 @@ def max_steps(pipeline: Any) -> int:
     return min(schemas.MAX_STEPS, int(timesteps)) if isinstance(timesteps, int) and timesteps > 0 else schemas.MAX_STEPS
 
 
-def preset_name(model_cfg: dict[str, Any]) -> Optional[str]:
-    """The preset a checkpoint's model config was built from (checkpoints store the fields, not the name)."""
+def preset_name(config: Any) -> Optional[str]:
+    """The preset the checkpoint's model was built from, with the fields chosen to differ from it
+    (:meth:`~novelview.checkpoint.CheckpointConfig.model_name`)."""
     try:
-        from novelview.models.presets import PRESETS, preset_config
-
-        for name in PRESETS:
-            try:
-                if preset_config(name, model_cfg.get("image_size")).to_dict() == model_cfg:
-                    return name
-            except Exception:  # noqa: BLE001 - a preset that cannot take this size is simply not a match
-                continue
+        return str(config.model_name())
     except Exception:  # noqa: BLE001 - informational only
         return None
-    family = model_cfg.get("family")
-    return f"custom {family}" if family else None
+
+
+def elevation_limits(pipeline: Any) -> tuple[int, int]:
+    """The whole-degree relative elevations a job may ask for: the model's canonical input camera sits at the
+    training data's mean elevation, and input + relative must stay strictly inside (-90, 90)."""
+    try:
+        _, lo, hi = pipeline.elevation_range()
+    except Exception:  # noqa: BLE001 - a pipeline without cameras: the schema's own bounds
+        return -89, 89
+    return max(-89, math.floor(lo) + 1), min(89, math.ceil(hi) - 1)
 
 
 def model_info(pipeline: Any, checkpoint_name: str) -> dict[str, Any]:
     config = getattr(pipeline, "config", None)
     model_cfg = json.loads(json.dumps(dict(getattr(config, "model", {}) or {}), default=list))
     image_size = getattr(pipeline, "image_size", None) or model_cfg.get("image_size") or 0
+    low, high = elevation_limits(pipeline)
     return {
         "checkpoint": checkpoint_name,
-        "preset": preset_name(model_cfg) if model_cfg else None,
+        "preset": preset_name(config) if model_cfg else None,
         "image_size": int(image_size),
         "objective": str(getattr(config, "objective", "diffusion")),
         "parameters": _parameters(pipeline),
@@ -49,7 +53,7 @@ def model_info(pipeline: Any, checkpoint_name: str) -> dict[str, Any]:
             "min_steps": 1, "max_steps": max_steps(pipeline),
             "min_views": 2, "max_views": schemas.MAX_VIEWS,
             "min_guidance": 0.0, "max_guidance": schemas.MAX_GUIDANCE,
-            "min_elevation": -89, "max_elevation": 89,
+            "min_elevation": low, "max_elevation": high,
             "max_seed": schemas.MAX_SEED,
         },
     }

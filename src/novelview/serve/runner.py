@@ -1,19 +1,24 @@
 """What the worker does for one job: call the pipeline, then write the result files.
 
-File names are fixed patterns (``input.png``, ``view_000.png``, ``orbit.gif``, ``orbit.mp4``, ``grid.png``); the
-client never names a file. PNGs are the model's output at its native size; the animation and video are enlarged
-by an integer factor with nearest-neighbour sampling (pixels stay faithful) so they are watchable as downloads.
+File names are fixed patterns (``input.png``, ``view_000.png``, ``orbit.gif``, ``orbit.mp4``, ``grid.png``,
+``orbit_capture.zip``); the client never names a file. An orbit's ``orbit_capture.zip`` holds its views with
+their cameras as a nerfstudio / instant-ngp capture (``transforms.json`` + ``images/``). PNGs are the model's
+output at its native size; the animation and video are enlarged by an integer factor with nearest-neighbour
+sampling (pixels stay faithful) so they are watchable as downloads.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from PIL import Image
 
+from novelview.data.atomic import write_atomic
 from novelview.images import enlarge, make_grid, save_animation, save_image
 from novelview.sampling import SamplingSettings
 from novelview.serve.jobs import Job, ResultFile, Runner
@@ -63,7 +68,7 @@ def make_runner(pipeline: Any, *, video: bool) -> Runner:
             # Frame 0 of an orbit at the input's elevation is the input itself (the pipeline does not redo it).
             views = pipeline.orbit(image, n_views=params.views, elevation=params.elevation, settings=settings,
                                    progress=progress)
-        return write_results(job.directory, image, list(views), orbit=params.mode == "orbit", video=video)
+        return write_results(job.directory, image, views, orbit=params.mode == "orbit", video=video)
 
     return run
 
@@ -105,4 +110,22 @@ def write_results(
         rows = [[v.convert("RGB") for v in views[i : i + columns]] for i in range(0, len(views), columns)]
         save_image(make_grid(rows), directory / "grid.png")
         files.append(ResultFile("grid.png", "image/png", "grid"))
+        if hasattr(views, "save_transforms"):
+            write_capture(views, directory / "orbit_capture.zip")
+            files.append(ResultFile("orbit_capture.zip", "application/zip", "capture"))
     return files
+
+
+def write_capture(views: Any, path: Path) -> Path:
+    """Posed views (:class:`~novelview.pipeline.PosedViews`) as a zip of ``transforms.json`` + ``images/``."""
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".capture-") as tmp:
+        folder = Path(tmp) / "capture"
+        views.save_transforms(folder)
+
+        def write(target: Path) -> None:
+            with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.write(folder / "transforms.json", "transforms.json")
+                for image in sorted((folder / "images").iterdir()):
+                    archive.write(image, f"images/{image.name}")
+
+        return write_atomic(path, write)

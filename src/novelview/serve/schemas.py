@@ -55,7 +55,9 @@ class FileInfo(BaseModel):
     name: str = Field(description="server-generated file name")
     url: str
     media_type: str
-    kind: Literal["input", "view", "animation", "video", "grid"]
+    kind: Literal["input", "view", "animation", "video", "grid", "capture"] = Field(
+        description="capture: the orbit's views with their cameras, a nerfstudio / instant-ngp transforms.json + "
+        "images/ in a zip, for fitting a NeRF or Gaussian splat")
 
 
 class Progress(BaseModel):

@@ -9,8 +9,11 @@ Reading (one scene per folder holding transforms files; a dataset root is one su
                  ...optional per-frame overrides of the camera keys above...}]}
 
 Poses are validated and converted to OpenCV with :func:`novelview.cameras.opengl_to_opencv`. Frames of all
-splits present (train, val, test, or a single ``transforms.json``) become the views of one scene; object-level
-splits are made later by :class:`novelview.data.views.MultiViewDataset`. Images with alpha are composited on
+splits present (train, val, test, or a single ``transforms.json``) become the views of one scene, each labelled
+with its split (``Scene.view_splits``): the split its file names, or for a single ``transforms.json`` the
+nerfstudio lists ``train_filenames`` / ``val_filenames`` / ``test_filenames`` (paths as in ``file_path``; when no
+train list is given, every view the other lists leave out trains). How splits are used is decided by
+:class:`novelview.data.views.MultiViewDataset`. Images with alpha are composited on
 white when loaded and their alpha is the mask (when every view has alpha), unless every frame names a
 nerfstudio ``mask_path`` (single channel, 0 = ignore): then those are the masks. Intrinsics refer to ``w``/``h`` when
 given (else to the frame's own image) and are rescaled to the size of the images actually on disk; frames may
@@ -26,12 +29,16 @@ Writing (:func:`write_blender`, :class:`BlenderSceneWriter`) produces the same l
 mask when known), exact intrinsics (``fl_x fl_y cx cy w h`` besides ``camera_angle_x``) and an optional
 per-frame ``depth_file_path`` (16-bit PNG, value / ``depth_scale`` = depth along the optical axis) that our
 reader understands and other tools ignore.
+:func:`write_transforms` writes posed pictures (a generated orbit) as one nerfstudio / instant-ngp
+``transforms.json`` with ``images/frame_NNN.png``, which those tools fit a NeRF or Gaussian splat to.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +57,7 @@ from novelview.data.formats.scene import (
     image_header,
     list_subdirs,
     read_scene_folders,
+    splits_from_lists,
 )
 from novelview.errors import DataError, NovelviewError
 
@@ -183,78 +191,126 @@ def _mask_paths(images: list[Path], masks: list[Path | None], alpha: list[bool])
     return list(images) if all(alpha) else None
 
 
+@dataclass
+class _Frames:
+    """The views of one scene as its frames are read, in file order."""
+
+    images: list[Path] = field(default_factory=list)
+    depths: list[Path | None] = field(default_factory=list)
+    masks: list[Path | None] = field(default_factory=list)
+    poses: list[Tensor] = field(default_factory=list)
+    ks: list[Tensor] = field(default_factory=list)
+    lenses: list[cameras.Distortion | None] = field(default_factory=list)
+    alpha: list[bool] = field(default_factory=list)
+    splits: list[str | None] = field(default_factory=list)  # from the file's name; None: transforms.json
+    hw: tuple[int, int] | None = None  # the first frame's size: the scene's intrinsics refer to it
+    depth_scale: float | None = None
+
+
+def _read_frame(json_path: Path, i: int, frame: Any, top: dict[str, Any], listings: dict, frames: _Frames,
+                split: str | None) -> None:
+    """Append frame ``i`` of ``json_path`` to ``frames``; a DataError/PoseError names the frame."""
+    where = f"{json_path}: frames[{i}]"
+    if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
+        raise DataError(f"{where}: a frame needs 'file_path' and 'transform_matrix'")
+    where = f"{json_path}: frames[{i}] ({frame['file_path']})"
+    image = _resolve_image(json_path, str(frame["file_path"]), listings)
+    try:
+        matrix = as_4x4(torch.tensor(frame["transform_matrix"], dtype=torch.float64))
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
+    cameras.validate_pose(matrix, name=where)
+    disk_hw, has_alpha = image_header(image)
+    cam = {**top, **{k: frame[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in frame}}
+    k = _frame_intrinsics(cam, disk_hw, where)
+    lens = _frame_distortion(cam, where)
+    depth = mask = None
+    if "depth_file_path" in frame:
+        depth = _resolve_image(json_path, str(frame["depth_file_path"]), listings)
+    if "mask_path" in frame:  # nerfstudio: 0 = ignore, 255 = keep (the object, when masked to it)
+        mask = _resolve_image(json_path, str(frame["mask_path"]), listings)
+    frames.hw = frames.hw or disk_hw
+    if disk_hw != frames.hw:  # other sizes are rescaled on load
+        k = cameras.resize_intrinsics(k, disk_hw, frames.hw)
+    frames.images.append(image)
+    frames.poses.append(cameras.opengl_to_opencv(matrix).to(torch.float32))
+    frames.ks.append(k.to(torch.float32))
+    frames.lenses.append(lens)
+    frames.alpha.append(has_alpha)
+    frames.depths.append(depth)
+    frames.masks.append(mask)
+    frames.splits.append(split)
+
+
+def _file_split(json_path: Path) -> str | None:
+    """``train`` for ``transforms_train.json``; None for a single ``transforms.json``."""
+    stem = json_path.stem
+    return stem.removeprefix("transforms_") if stem.startswith("transforms_") else None
+
+
+def _view_splits(folder: Path, frames: _Frames, lists: dict[str, list[str]], where: Path) -> list[str] | None:
+    """Each view's split: from its file's name, or from nerfstudio's ``{train,val,test}_filenames`` lists of a
+    single ``transforms.json`` (see :func:`~novelview.data.formats.scene.splits_from_lists`); None when neither
+    names one."""
+    if all(s is not None for s in frames.splits):
+        return list(frames.splits)  # type: ignore[arg-type]
+    if not lists:
+        return None
+    names = [Path(os.path.relpath(p, folder)).as_posix() for p in frames.images]
+    return splits_from_lists(names, lists, str(where))
+
+
+def _split_lists(data: dict[str, Any], path: Path) -> dict[str, list[str]]:
+    lists = {s: data[f"{s}_filenames"] for s in SPLITS if f"{s}_filenames" in data}
+    for split, names in lists.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DataError(f"{path}: {split}_filenames must be a list of file paths")
+    return lists
+
+
 def read_scene(folder: Path, problems: Problems) -> Scene | None:
     n_problems = len(problems.messages)
-    image_paths: list[Path] = []
-    depth_paths: list[Path | None] = []
-    mask_files: list[Path | None] = []
-    poses: list[Tensor] = []
-    ks: list[Tensor] = []
-    lenses: list[cameras.Distortion | None] = []
-    alpha: list[bool] = []
-    scene_hw: tuple[int, int] | None = None
-    depth_scale: float | None = None
+    frames = _Frames()
+    lists: dict[str, list[str]] = {}
     listings: dict[Path, dict[str, Path]] = {}
     for json_path in transforms_files(folder):
         try:
             data = _load_json(json_path)
+            lists = _split_lists(data, json_path) if _file_split(json_path) is None else {}
         except NovelviewError as err:
             problems.add(err)
             continue
         top = {k: data[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in data}
         if "depth_scale" in data:
-            depth_scale = float(data["depth_scale"])
+            frames.depth_scale = float(data["depth_scale"])
         for i, frame in enumerate(data["frames"]):
-            where = f"{json_path}: frames[{i}]"
             try:
-                if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
-                    raise DataError(f"{where}: a frame needs 'file_path' and 'transform_matrix'")
-                where = f"{json_path}: frames[{i}] ({frame['file_path']})"
-                image = _resolve_image(json_path, str(frame["file_path"]), listings)
-                try:
-                    matrix = as_4x4(torch.tensor(frame["transform_matrix"], dtype=torch.float64))
-                except (TypeError, ValueError):
-                    raise DataError(f"{where}: transform_matrix must be a 4x4 list of numbers") from None
-                cameras.validate_pose(matrix, name=where)
-                disk_hw, has_alpha = image_header(image)
-                cam = {**top, **{k: frame[k] for k in (*_CAMERA_KEYS, *_LENS_KEYS) if k in frame}}
-                k = _frame_intrinsics(cam, disk_hw, where)
-                lens = _frame_distortion(cam, where)
-                depth = mask = None
-                if "depth_file_path" in frame:
-                    depth = _resolve_image(json_path, str(frame["depth_file_path"]), listings)
-                if "mask_path" in frame:  # nerfstudio: 0 = ignore, 255 = keep (the object, when masked to it)
-                    mask = _resolve_image(json_path, str(frame["mask_path"]), listings)
+                _read_frame(json_path, i, frame, top, listings, frames, _file_split(json_path))
             except NovelviewError as err:
                 problems.add(err)
-                continue
-            # A scene's intrinsics refer to one image size (the first frame's); other sizes are rescaled on load.
-            scene_hw = scene_hw or disk_hw
-            if disk_hw != scene_hw:
-                k = cameras.resize_intrinsics(k, disk_hw, scene_hw)
-            image_paths.append(image)
-            poses.append(cameras.opengl_to_opencv(matrix).to(torch.float32))
-            ks.append(k.to(torch.float32))
-            lenses.append(lens)
-            alpha.append(has_alpha)
-            depth_paths.append(depth)
-            mask_files.append(mask)
-    if not image_paths or scene_hw is None:
+    if not frames.images or frames.hw is None:
         if len(problems.messages) == n_problems:  # nothing else explains why the scene is empty
             problems.add(DataError(f"{folder}: the transforms files list no frames"))
         return None
+    try:
+        view_splits = _view_splits(folder, frames, lists, folder / "transforms.json")
+    except DataError as err:
+        problems.add(err)
+        view_splits = None
+    has_depth = all(d is not None for d in frames.depths)
     return Scene(
         name=folder.name,
-        image_paths=image_paths,
-        poses=torch.stack(poses),
-        intrinsics=torch.stack(ks),
-        image_size=scene_hw,
-        mask_paths=_mask_paths(image_paths, mask_files, alpha),
-        depth_paths=list(depth_paths) if all(d is not None for d in depth_paths) else None,  # type: ignore[arg-type]
-        depth_scale=depth_scale if all(d is not None for d in depth_paths) else None,
+        image_paths=frames.images,
+        poses=torch.stack(frames.poses),
+        intrinsics=torch.stack(frames.ks),
+        image_size=frames.hw,
+        mask_paths=_mask_paths(frames.images, frames.masks, frames.alpha),
+        depth_paths=list(frames.depths) if has_depth else None,  # type: ignore[arg-type]
+        depth_scale=frames.depth_scale if has_depth else None,
         root=folder,
         format="blender",
-        distortion=lenses if any(d is not None for d in lenses) else None,
+        distortion=frames.lenses if any(d is not None for d in frames.lenses) else None,
+        view_splits=view_splits,
     )
 
 
@@ -273,17 +329,18 @@ def _matrix(x: Tensor | np.ndarray) -> list[list[float]]:
 
 
 class BlenderSceneWriter:
-    """Write one scene folder view by view, then :meth:`close` writes ``transforms_<split>.json``.
+    """Write one scene folder view by view, then :meth:`close` writes ``transforms_<split>.json``, or with
+    ``split=None`` one ``transforms.json`` (nerfstudio, instant-ngp) with the pictures in ``images/``.
 
     ``pose`` is OpenCV camera-to-world (converted to OpenGL in the file); ``k`` in pixels for the image given.
     """
 
-    def __init__(self, folder: str | Path, split: str = "train", depth_scale: float | None = None) -> None:
+    def __init__(self, folder: str | Path, split: str | None = "train", depth_scale: float | None = None) -> None:
         self.folder = Path(folder)
         self.split = split
         self.depth_scale = depth_scale
         self.frames: list[dict[str, Any]] = []
-        (self.folder / split).mkdir(parents=True, exist_ok=True)
+        (self.folder / (split or "images")).mkdir(parents=True, exist_ok=True)
 
     def add(
         self,
@@ -297,12 +354,13 @@ class BlenderSceneWriter:
         ``distortion``: the lens the image was taken through (written as nerfstudio keys)."""
         i = len(self.frames)
         img = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
-        stem = f"{self.split}/r_{i}"
+        stem = f"{self.split}/r_{i}" if self.split else f"images/frame_{i:03d}"
         img.save(self.folder / f"{stem}.png", compress_level=1)
         k = np.asarray(k, dtype=np.float64)
         pose_gl = cameras.opencv_to_opengl(torch.as_tensor(np.asarray(pose, dtype=np.float64)))
         frame: dict[str, Any] = {
-            "file_path": f"./{stem}",  # no extension, as in the original NeRF synthetic data
+            # No extension, as in the original NeRF synthetic data; nerfstudio's transforms.json needs one.
+            "file_path": f"./{stem}" if self.split else f"{stem}.png",
             "transform_matrix": _matrix(pose_gl),
             "camera_angle_x": 2.0 * math.atan(0.5 * img.width / k[0, 0]),
             "fl_x": float(k[0, 0]),
@@ -335,7 +393,9 @@ class BlenderSceneWriter:
         data: dict[str, Any] = {**top, "frames": frames}
         if self.depth_scale is not None:
             data["depth_scale"] = self.depth_scale
-        path = self.folder / f"transforms_{self.split}.json"
+        if self.split is None:  # nerfstudio reads the lens model; PINHOLE says there is no distortion to remove
+            data = {"camera_model": "OPENCV", **data}
+        path = self.folder / (f"transforms_{self.split}.json" if self.split else "transforms.json")
         path.write_text(json.dumps(data, indent=1))
         return path
 
@@ -367,6 +427,31 @@ def write_blender(scenes: list[Scene], out: str | Path, split: str = "train") ->
     return out
 
 
+def write_transforms(
+    folder: str | Path, pictures: list[Image.Image], poses: Tensor, k: Tensor, overwrite: bool = True
+) -> Path:
+    """Posed pictures as a nerfstudio / instant-ngp capture: ``folder/transforms.json`` (OpenGL camera-to-world
+    ``transform_matrix``, ``fl_x fl_y cx cy w h``) and ``folder/images/frame_NNN.png``; written atomically, with a
+    ``dataset.json`` naming novelview as its writer so that ``overwrite`` may replace it later (and nothing else).
+
+    ``poses [N, 4, 4]`` are OpenCV camera-to-world, ``k [3, 3]`` (or ``[N, 3, 3]``) pixels for the pictures' size.
+    Returns the json's path.
+    """
+    from novelview.data.atomic import atomic_directory
+
+    if not pictures or len(pictures) != len(poses):
+        raise DataError(f"{folder}: {len(pictures)} pictures but {len(poses)} cameras")
+    ks = k.expand(len(poses), 3, 3) if k.ndim == 2 else k
+    with atomic_directory(Path(folder), overwrite=overwrite) as tmp:
+        writer = BlenderSceneWriter(tmp, split=None)
+        for picture, pose, kk in zip(pictures, poses, ks):
+            writer.add(picture.convert("RGB"), pose.double(), kk.double())
+        writer.close()
+        info = {"generator": "novelview transforms", "format": "blender", "views": len(pictures)}
+        (tmp / "dataset.json").write_text(json.dumps(info, indent=1) + "\n")
+    return Path(folder) / "transforms.json"
+
+
 __all__ = [
     "BlenderSceneWriter",
     "find_scenes",
@@ -375,4 +460,5 @@ __all__ = [
     "read_scene",
     "transforms_files",
     "write_blender",
+    "write_transforms",
 ]

@@ -21,6 +21,11 @@ them. ``NAME`` is relative to ``images/`` (subfolders allowed). Optional masks f
 name. Intrinsics refer to the camera's ``WIDTH x HEIGHT`` and are rescaled when the image on disk has another
 size (images downscaled after reconstruction).
 
+Splits: COLMAP has no place for them, so a scene names them in text files beside ``images/``: ``train.txt``,
+``val.txt``, ``test.txt``, one image ``NAME`` per line (as in ``images.txt``; a bare file name is enough when no
+other image has it). With only ``test.txt`` (and ``val.txt``) the images they leave out train; with ``train.txt``
+as well, an image in no list is in no split. A listed name that is not a registered image is an error.
+
 Camera models: ``SIMPLE_PINHOLE``, ``PINHOLE``, ``SIMPLE_RADIAL``, ``RADIAL``, ``OPENCV``, ``OPENCV_FISHEYE``,
 ``SIMPLE_RADIAL_FISHEYE``, ``RADIAL_FISHEYE``, and ``FULL_OPENCV`` when its rational terms ``k4 k5 k6`` are zero
 (distorted views are undistorted on load, see :class:`novelview.cameras.Distortion`). ``FOV``,
@@ -52,6 +57,7 @@ from torch import Tensor
 from novelview import cameras
 from novelview.data.atomic import atomic_directory
 from novelview.data.formats.scene import (
+    VIEW_SPLITS,
     Problems,
     Scene,
     SceneCollection,
@@ -59,6 +65,7 @@ from novelview.data.formats.scene import (
     image_header,
     list_subdirs,
     read_scene_folders,
+    splits_from_lists,
 )
 from novelview.errors import DataError, NovelviewError, PoseError
 from novelview.images import mask_channel
@@ -367,6 +374,11 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
     views.sort(key=lambda v: _natural(v[0].relative_to(images_dir).as_posix()))
     masks = [v[4] for v in views]
     lenses = [v[3] for v in views]
+    try:
+        view_splits = _view_splits(folder, [v[0].relative_to(images_dir).as_posix() for v in views])
+    except DataError as err:
+        problems.add(err)
+        view_splits = None
     return Scene(
         name=folder.name,
         image_paths=[v[0] for v in views],
@@ -377,7 +389,31 @@ def read_scene(folder: Path, problems: Problems) -> Scene | None:
         root=folder,
         format="colmap",
         distortion=lenses if any(lens is not None for lens in lenses) else None,
+        view_splits=view_splits,
     )
+
+
+def split_list_files(folder: Path) -> dict[str, Path]:
+    """The scene's split lists that exist: ``folder/{train,val,test}.txt``."""
+    return {s: folder / f"{s}.txt" for s in VIEW_SPLITS if (folder / f"{s}.txt").is_file()}
+
+
+def _view_splits(folder: Path, names: list[str]) -> list[str] | None:
+    """Each view's split from the scene's split lists (None without any): one image name per line, as in
+    ``images.txt`` (relative to ``images/``; a bare file name when unambiguous), ``#`` comments and blank lines
+    ignored; see :func:`~novelview.data.formats.scene.splits_from_lists` for the rules."""
+    files = split_list_files(folder)
+    if not files:
+        return None
+    lists = {}
+    for split, path in files.items():
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{path}: cannot read ({err})") from None
+        lines = (line.strip() for line in text.splitlines())
+        lists[split] = [line for line in lines if line and not line.startswith("#")]
+    return splits_from_lists(names, lists, " / ".join(str(p) for p in files.values()))
 
 
 def read_colmap(root: str | Path, problems: Problems | None = None) -> SceneCollection:
@@ -501,4 +537,5 @@ def _write_binary(model: Path, cams: list, images: list) -> None:
     (model / "points3D.bin").write_bytes(struct.pack("<Q", 0))
 
 
-__all__ = ["CAMERA_MODELS", "ColmapSceneWriter", "find_scenes", "is_colmap_scene", "read_colmap", "write_colmap"]
+__all__ = ["CAMERA_MODELS", "ColmapSceneWriter", "find_scenes", "is_colmap_scene", "read_colmap", "split_list_files",
+           "write_colmap"]

@@ -12,10 +12,12 @@ relative to the object folder, one per view; masks and depths null where the obj
 ``depth_scale``; ``poses`` (float32, 12 numbers per view: the top 3x4 rows of the OpenCV camera-to-world
 matrix, or all 16 when some bottom row is not exactly ``0 0 0 1``); ``intrinsics`` (float32 ``fx fy cx cy``,
 once when every view of the object shares them, else once per view); ``distortion`` (JSON, null for pinhole
-objects); the object's camera measurements (:data:`~novelview.data.formats.scene.CAMERA_SUMMARY_FIELDS`, from
-which the camera statistics of any subset follow without reading a pose); and ``stamp``, a hash of the name,
-size and modification time of everything under the object folder. The schema's ``novelview`` metadata (JSON)
-holds the format, the reader options, the dataset's settings and the state of the root folder.
+objects); ``splits`` (int8 per view: 0 train, 1 val, 2 test, -1 none; null for objects whose files name
+no splits, see ``Scene.view_splits``); the object's camera measurements
+(:data:`~novelview.data.formats.scene.CAMERA_SUMMARY_FIELDS`, from which the camera statistics of any subset
+follow without reading a pose); and ``stamp``, a hash of the name, size and modification time of everything
+under the object folder. The schema's ``novelview`` metadata (JSON) holds the format, the reader options, the
+dataset's settings and the state of the root folder.
 
 **Currency.** A manifest is used only while the folder matches it: the root folder's modification time (objects
 added, removed, renamed, or rewritten through a rename as our writers do), the size and time of every file
@@ -45,7 +47,7 @@ import torch
 
 from novelview import cameras
 from novelview.data.atomic import TMP_MARKER
-from novelview.data.formats.scene import CAMERA_SUMMARY_FIELDS, Scene, camera_summary
+from novelview.data.formats.scene import CAMERA_SUMMARY_FIELDS, VIEW_SPLITS, Scene, camera_summary
 from novelview.errors import DataError
 
 MANIFEST_DIR = ".novelview"
@@ -185,6 +187,7 @@ def table_from_scenes(scenes: Sequence[Scene], root: Path) -> pa.Table:
         intrinsics=np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=-1),
         depth_scale=[s.depth_scale for s in scenes],
         distortion=distortion,
+        view_splits=[s.view_splits for s in scenes],
         summary=camera_summary(scenes),
         stamps=[folder_stamp(s.root) for s in scenes],
     )
@@ -204,10 +207,12 @@ def manifest_table(
     depths: pa.Array | None = None,
     depth_scale: Sequence[float | None] | None = None,
     distortion: Sequence[str | None] | None = None,
+    view_splits: Sequence[Sequence[str] | None] | None = None,
 ) -> pa.Table:
     """A manifest table from columns: ``images``/``masks``/``depths`` list arrays of relative paths (one list per
     object; masks and depths may be null rows or None), ``poses [M, 4, 4]`` and ``intrinsics [M, 4]``
-    (``fx fy cx cy``) for the M views in object order, ``summary`` the per-object camera measurements."""
+    (``fx fy cx cy``) for the M views in object order, ``summary`` the per-object camera measurements,
+    ``view_splits`` each object's split labels (or None)."""
     n = len(names)
     images = images.cast(pa.list_(pa.string()))
     counts = pc.list_value_length(images).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -230,11 +235,27 @@ def manifest_table(
         "poses": pa.ListArray.from_arrays(pa.array((offsets * per_view).astype(np.int32)), pa.array(pose_values)),
         "intrinsics": _intrinsics_column(np.asarray(intrinsics, dtype=np.float32), offsets),
         "distortion": pa.array(list(distortion) if distortion is not None else [None] * n, pa.string()),
+        "splits": _splits_column(view_splits, n),
     }
     for key in CAMERA_SUMMARY_FIELDS:
         columns[f"camera_{key}"] = pa.array(np.asarray(summary[key]))
     columns["stamp"] = pa.array(np.asarray(stamps, dtype=np.int64))
     return pa.table(columns)
+
+
+_SPLIT_CODES = {name: code for code, name in enumerate(VIEW_SPLITS)}
+
+
+def _splits_column(view_splits: Sequence[Sequence[str] | None] | None, n: int) -> pa.Array:
+    rows = [None] * n if view_splits is None else [
+        None if labels is None else [_SPLIT_CODES.get(label, -1) for label in labels] for labels in view_splits]
+    return pa.array(rows, pa.list_(pa.int8()))
+
+
+def _split_labels(codes: pa.Array) -> list[str] | None:
+    """A row of the ``splits`` column as the labels ``Scene.view_splits`` holds."""
+    values = codes.as_py()
+    return None if values is None else [VIEW_SPLITS[c] if 0 <= c < len(VIEW_SPLITS) else "" for c in values]
 
 
 def _optional_paths(paths: pa.Array | None, n: int) -> pa.Array:
@@ -401,6 +422,7 @@ class _Columns:
     k_offsets: np.ndarray  # [N + 1] rows of k_values
     k_values: np.ndarray  # [*, 4]
     distortion: pa.ChunkedArray
+    splits: pa.ChunkedArray
     summary: dict[str, np.ndarray]
     stamps: np.ndarray
 
@@ -413,11 +435,14 @@ class _Columns:
         if source.metadata.num_rows != n:
             raise ValueError(f"{source.metadata.num_rows} rows but its metadata says {n} objects")
         schema = source.schema_arrow
+        has_splits = "splits" in schema.names
+        if not has_splits and meta.get("format") in ("blender", "colmap"):  # their files may name splits
+            raise ManifestStale(f"{path} was written before manifests recorded the views' splits")
         numbers = {c: np.empty(n, dtype=schema.field(c).type.to_pandas_dtype()) for c in _NUMBERS}
         numbers["depth_scale"] = np.empty(n, dtype=np.float64)
         poses = np.empty((views, per_view), dtype=np.float32)
         paths = {c: _PathListsReader(n, views) for c in _PATH_COLUMNS}
-        strings: dict[str, list[pa.Array]] = {"name": [], "folder": [], "distortion": []}
+        strings: dict[str, list[pa.Array]] = {"name": [], "folder": [], "distortion": [], "splits": []}
         k_counts, k_parts = np.empty(n, dtype=np.int64), []
         row = view = 0
         for group in range(source.num_row_groups):
@@ -433,7 +458,10 @@ class _Columns:
             k_counts[row : row + rows] = pc.list_value_length(k).to_numpy() // 4
             k_parts.append(k.flatten().to_numpy().reshape(-1, 4).copy())
             for c, chunks in strings.items():
-                chunks.extend(table.column(c).chunks)
+                if c == "splits" and not has_splits:  # formats whose files never name splits
+                    chunks.append(pa.nulls(rows, pa.list_(pa.int8())))
+                else:
+                    chunks.extend(table.column(c).chunks)
             row, view = row + rows, view + len(stored)
         images = paths["images"].finish()
         return cls(
@@ -449,6 +477,7 @@ class _Columns:
             k_offsets=np.concatenate([[0], np.cumsum(k_counts)]),
             k_values=np.concatenate(k_parts) if k_parts else np.empty((0, 4), np.float32),
             distortion=pa.chunked_array(strings["distortion"], pa.string()),
+            splits=pa.chunked_array(strings["splits"], pa.list_(pa.int8())),
             summary={key: numbers[f"camera_{key}"] for key in CAMERA_SUMMARY_FIELDS},
             stamps=numbers["stamp"],
         )
@@ -479,6 +508,7 @@ class _Columns:
             format=format,
             distortion=None if lenses is None else [None if d is None else cameras.Distortion(**d)
                                                     for d in json.loads(lenses)],
+            view_splits=_split_labels(self.splits[i]),
         )
 
 

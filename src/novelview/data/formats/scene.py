@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,6 +17,8 @@ from novelview import cameras
 from novelview.data.atomic import is_temporary
 from novelview.errors import DataError, NovelviewError
 
+#: The splits a capture's files may assign its views to.
+VIEW_SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -42,6 +44,10 @@ class Scene:
     # Per-view lens distortion (None: a pinhole view); removed when the view is loaded, so ``intrinsics``
     # describe the loaded (undistorted) pixels.
     distortion: list[cameras.Distortion | None] | None = None
+    # The split each view belongs to when the files name them (:data:`VIEW_SPLITS`; "" = in none of them), or
+    # None when they do not: Blender's transforms_{train,val,test}.json, nerfstudio's *_filenames lists, COLMAP
+    # split lists. See :mod:`novelview.data.views` for how they are used.
+    view_splits: list[str] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.image_paths)
@@ -50,13 +56,31 @@ class Scene:
         if self.intrinsics.shape != (n, 3, 3):
             raise DataError(f"scene {self.name}: {n} images but intrinsics of shape {tuple(self.intrinsics.shape)}")
         for label, paths in (("masks", self.mask_paths), ("depth maps", self.depth_paths),
-                             ("distortion entries", self.distortion)):
+                             ("distortion entries", self.distortion), ("split labels", self.view_splits)):
             if paths is not None and len(paths) != n:
                 raise DataError(f"scene {self.name}: {n} images but {len(paths)} {label}")
+        if self.view_splits is not None and not set(self.view_splits) <= {*VIEW_SPLITS, ""}:
+            raise DataError(f"scene {self.name}: view split labels must be one of {VIEW_SPLITS} (or empty), got "
+                            f"{sorted(set(self.view_splits) - {*VIEW_SPLITS, ''})}")
 
     @property
     def num_views(self) -> int:
         return len(self.image_paths)
+
+    def views_in(self, split: str) -> list[int]:
+        """Indices of the views the files put in ``split`` (empty when they name no splits)."""
+        return [i for i, s in enumerate(self.view_splits or []) if s == split]
+
+    def take(self, views: Sequence[int]) -> Scene:
+        """The same scene with only ``views`` (in the order given)."""
+        idx = [int(v) for v in views]
+
+        def pick(values: list | None) -> list | None:
+            return None if values is None else [values[i] for i in idx]
+
+        return replace(self, image_paths=pick(self.image_paths), poses=self.poses[idx], intrinsics=self.intrinsics[idx],
+                       mask_paths=pick(self.mask_paths), depth_paths=pick(self.depth_paths),
+                       distortion=pick(self.distortion), view_splits=pick(self.view_splits))
 
     def disk_intrinsics(self, i: int, disk_hw: tuple[int, int]) -> Tensor:
         """K (float64) of view ``i`` for its image as stored, ``disk_hw`` pixels (``intrinsics`` refer to
@@ -218,6 +242,35 @@ def image_header_size(path: Path) -> tuple[int, int]:
     return image_header(path)[0]
 
 
+def splits_from_lists(names: Sequence[str], lists: dict[str, Sequence[str]], where: str) -> list[str]:
+    """Per-view split labels from lists of view names (nerfstudio's ``*_filenames``, COLMAP split files).
+
+    ``names`` are the views' names (paths relative to the scene); a listed entry matches a view by that name or,
+    when unambiguous, by its file name alone. A view named in ``lists[split]`` is in that split; when no train
+    list is given every view the other lists leave out trains, else such a view is in no split (``""``). An entry
+    that matches no view, or a view listed twice, is a :class:`DataError` naming ``where``.
+    """
+    index = {n: i for i, n in enumerate(names)}
+    by_file: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        by_file.setdefault(n.rsplit("/", 1)[-1], []).append(i)
+    labels = [""] * len(names)
+    for split in VIEW_SPLITS:
+        for entry in lists.get(split, ()):
+            key = entry.replace("\\", "/").removeprefix("./")
+            i = index.get(key)
+            if i is None and len(by_file.get(key.rsplit("/", 1)[-1], [])) == 1:
+                i = by_file[key.rsplit("/", 1)[-1]][0]
+            if i is None:
+                raise DataError(f"{where}: the {split} list names {entry!r}, which is not a view of the scene")
+            if labels[i] and labels[i] != split:
+                raise DataError(f"{where}: view {names[i]!r} is listed in both {labels[i]} and {split}")
+            labels[i] = split
+    if "train" not in lists:
+        labels = [label or "train" for label in labels]
+    return labels
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Statistics (recorded into checkpoints, printed by `novelview data info`)
 # ---------------------------------------------------------------------------------------------------------
@@ -323,6 +376,7 @@ def camera_statistics(scenes: Sequence[Scene]) -> dict[str, float]:
 __all__ = [
     "CAMERA_SUMMARY_FIELDS",
     "IMAGE_SUFFIXES",
+    "VIEW_SPLITS",
     "Problems",
     "Scene",
     "SceneCollection",
@@ -337,5 +391,6 @@ __all__ = [
     "natural_key",
     "read_numbers",
     "read_pose_file",
+    "splits_from_lists",
     "summarise_cameras",
 ]

@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/jobs")
 
 TOKEN_COOKIE = "job_token"
 _KEEPALIVE_S = 10.0
-_FILE_NAME_PATTERN = r"^[a-z0-9_]{1,40}\.(png|gif|mp4)$"
+_FILE_NAME_PATTERN = r"^[a-z0-9_]{1,40}\.(png|gif|mp4|zip)$"
 _JOB_ID_DOC = "job id (32 hex digits, as returned by POST /api/jobs)"
 # Our 422 bodies carry a readable `detail` string (plus `errors`), not FastAPI's bare list.
 _NOT_FOUND_DOC = {
@@ -105,6 +105,7 @@ async def submit(
     job_params = _parse_params(params)
     if job_params.steps > state.max_steps:
         raise HTTPException(422, f"invalid parameters: steps: at most {state.max_steps} for this model")
+    _check_elevation(job_params, state)
     manager = state.jobs
     if manager.stats()["queued"] >= manager.max_queue:
         # Refuse before decoding: under overload, a rejected request should cost next to nothing.
@@ -187,7 +188,8 @@ async def job_result(job: Job = Depends(owned_job), state: ServeState = Depends(
 @router.get(
     "/{job_id}/files/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/gif": {}, "video/mp4": {}}}, **_NOT_FOUND_DOC},
+    responses={200: {"content": {"image/png": {}, "image/gif": {}, "video/mp4": {}, "application/zip": {}}},
+               **_NOT_FOUND_DOC},
     summary="Download one result file",
 )
 async def job_file(
@@ -227,6 +229,21 @@ async def cancel_job(job: Job = Depends(owned_job), state: ServeState = Depends(
     manager.delete(job)
     response.delete_cookie(TOKEN_COOKIE, path=f"/api/jobs/{job.id}", httponly=True, samesite="strict")
     return response
+
+
+def _check_elevation(params: schemas.JobParams, state: ServeState) -> None:
+    """Refuse, before the job is queued, a relative elevation that would take the camera over a pole: the
+    input picture's camera sits at the model's input elevation (``GET /api/model``: ``camera``)."""
+    from novelview.pipeline import elevation_error
+
+    if params.elevation is None:
+        return
+    try:
+        input_elevation, low, high = state.pipeline.elevation_range()
+    except Exception:  # noqa: BLE001 - a pipeline without cameras: the schema's bounds are all there is
+        return
+    if not low < params.elevation < high:
+        raise HTTPException(422, "invalid parameters: " + elevation_error(params.elevation, input_elevation))
 
 
 def _parse_params(text: str) -> schemas.JobParams:

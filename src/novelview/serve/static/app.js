@@ -57,6 +57,21 @@
     return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   }
 
+  function remaining(s) {
+    // "about less than a second left" reads badly; under a second the job is as good as done.
+    if (s == null || !isFinite(s)) return "";
+    return s < 1 ? " · almost done" : ` · about ${formatSeconds(s)} left`;
+  }
+
+  // The model's input camera sits at its training data's mean elevation, so only relative elevations that keep
+  // input + relative inside (-90°, 90°) can run: the slider offers those, in its own steps.
+  function limitSlider(input, min, max) {
+    const step = Number(input.step) || 1;
+    input.min = Math.ceil(min / step) * step;
+    input.max = Math.floor(max / step) * step;
+    input.value = Math.min(Math.max(Number(input.value), Number(input.min)), Number(input.max));
+  }
+
   function setBusy(busy) {
     el.generate.disabled = busy || !state.file;
     el.cancel.hidden = !busy;
@@ -80,6 +95,7 @@
       el.guidance.value = d.guidance; el.guidance.min = l.min_guidance; el.guidance.max = l.max_guidance;
       el.views.value = d.views; el.views.min = l.min_views; el.views.max = l.max_views;
       el.azimuth.value = d.azimuth;
+      limitSlider(el.elevation, l.min_elevation, l.max_elevation);
       el.seed.max = l.max_seed;
       updateOutputs();
     } catch (err) {
@@ -257,8 +273,7 @@
       el.progress.max = total;
       el.progress.value = done;
       el.progress.textContent = `${Math.round((100 * done) / total)}%`;
-      const eta = job.eta_s != null ? ` · about ${formatSeconds(job.eta_s)} left` : "";
-      el.progressText.textContent = `Denoising step ${done} of ${total}${eta}`;
+      el.progressText.textContent = `Denoising step ${done} of ${total}${remaining(job.eta_s)}`;
     } else {
       el.progress.removeAttribute("value");
       el.progressText.textContent = "Starting…";
@@ -348,7 +363,8 @@
       a.href = f.url;
       a.download = f.name;
       a.textContent = f.name;
-      li.append(a, document.createTextNode(` (${f.kind})`));
+      const what = f.kind === "capture" ? "the views with their cameras: transforms.json + images for nerfstudio or instant-ngp" : f.kind;
+      li.append(a, document.createTextNode(` (${what})`));
       el.downloads.append(li);
     }
     el.results.hidden = false;
