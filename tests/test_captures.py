@@ -163,7 +163,7 @@ def test_colmap_split_lists_name_the_splits(chair: Path, tmp_path: Path) -> None
     assert not report.usable and any("nope.png" in p for p in report.problems)
 
 
-def test_view_splits_survive_a_manifest_round_trip(chair: Path, tmp_path: Path) -> None:
+def test_view_splits_survive_a_manifest_round_trip(chair: Path, tmp_path: Path, caplog) -> None:
     import shutil
 
     copy = Path(shutil.copytree(chair, tmp_path / "chair"))
@@ -172,6 +172,16 @@ def test_view_splits_survive_a_manifest_round_trip(chair: Path, tmp_path: Path) 
     assert type(indexed).__name__ == "ManifestScenes"
     assert indexed[0].view_splits == open_dataset(copy, manifest=False)[0].view_splits == [s for s, _, _ in VIEWS]
     check_view_splits(copy)
+    # A manifest from before splits were recorded cannot say them: it is out of date, and the folder is read.
+    import pyarrow.parquet as pq
+
+    from novelview.data.formats.manifest import manifest_path
+
+    table = pq.read_table(manifest_path(copy))
+    pq.write_table(table.drop_columns(["splits"]), manifest_path(copy))
+    scenes = open_dataset(copy)
+    assert "before manifests recorded the views' splits" in caplog.text
+    assert type(scenes).__name__ == "SceneCollection" and scenes[0].view_splits == [s for s, _, _ in VIEWS]
 
 
 def test_multi_object_datasets_keep_the_object_split(chair: Path, tmp_path: Path) -> None:
@@ -232,6 +242,9 @@ def test_scene_without_test_views_says_so(ckpt: Path, tmp_path: Path, capsys: py
     writer.close()
     code = run("eval", "--checkpoint", ckpt, "--data", folder, "--out", tmp_path / "r", "--steps", 1)
     one_error(capsys, code, "names no test views", "3 train, 0 val, 0 test")
+    chair = blender_scene(tmp_path / "chair")
+    code = run("eval", "--checkpoint", ckpt, "--data", chair, "--out", tmp_path / "r", "--cond-view", 8)
+    one_error(capsys, code, "--cond-view 8: not a train view", "0-4")
 
 
 def test_eval_scores_every_test_view_from_train_conditions(ckpt: Path, chair: Path, tmp_path: Path) -> None:

@@ -514,9 +514,12 @@ def eval_command(
     checkpoint: Optional[Path] = typer.Option(
         None, "--checkpoint", help="Checkpoint or training-run directory (default: the shipped model)."
     ),
-    split: str = typer.Option("test", "--split", help="Object split: test (held-out objects), val, train or all."),
+    split: str = typer.Option(
+        "test", "--split", help="test (held-out objects, or a single scene's own test views), val, train or all."),
     objects: Optional[int] = typer.Option(None, "--objects", min=1, help="Evaluate N objects (default: all)."),
-    targets: int = typer.Option(8, "--targets-per-object", min=0, help="Target views per object (0 = all others)."),
+    targets: int = typer.Option(
+        8, "--targets-per-object", min=0, help="Target views per object (0 = all others); for a scene split by its "
+        "own views, every view of the split is scored, this many per condition view."),
     cond_view: Optional[int] = typer.Option(
         None, "--cond-view", min=0, help="Use this view of every object as the condition (default: drawn from --seed)."
     ),

@@ -450,6 +450,8 @@ class Pipeline:
         poses = self.relative_poses(source.pose, azimuths, torch.full_like(azimuths, d_el), radius, frame)
         first_is_input = d_el == 0.0 and radius is None
         targets = poses[1:] if first_is_input else poses
+        if first_is_input:  # the picture is the input's: its camera, which need not look exactly at the object
+            poses = torch.cat([source.pose[None].to(poses), targets])
         frames: list[Tensor] = [source.image[None]] if first_is_input else []
         if targets.shape[0]:
             frames.append(self.generate(source, targets, settings, progress=progress).cpu())
@@ -513,10 +515,10 @@ def convention_warning(poses: Tensor, centre: Tensor | Sequence[float], conventi
     if float(away.double().mean()) <= 0.5:
         return None
     other = "opengl" if convention == "opencv" else "opencv"
-    return (f"{where}: {int(away.sum())} of {len(away)} cameras look away from the object at "
-            f"{[round(float(c), 3) for c in torch.as_tensor(centre)]} when read as {convention}; if the file holds "
-            f"{other.replace('opengl', 'OpenGL/Blender').replace('opencv', 'OpenCV')} matrices, "
-            f"pass --poses-convention {other}")
+    names = {"opencv": "OpenCV", "opengl": "OpenGL/Blender"}
+    point = [round(float(c), 3) for c in torch.as_tensor(centre)]
+    return (f"{where}: {int(away.sum())} of {len(away)} cameras look away from the object at {point} when read as "
+            f"{names[convention]}; if the file holds {names[other]} matrices, pass --poses-convention {other}")
 
 
 def _finite(views: Tensor) -> Tensor:
