@@ -434,12 +434,13 @@ def _primary_label(model: CheckpointMethod) -> str:
 
 
 def _orbit_frames(cfg: EvalConfig, model: CheckpointMethod, task: proto.EvalTask, views: _Views) -> list[Tensor]:
-    """A full turn in azimuth around the object at the condition camera's elevation and distance; frame 0 is
-    the condition view itself."""
+    """A full turn in azimuth around the object (the point its cameras look at, around their up) at the condition
+    camera's elevation and distance; frame 0 is the condition view itself."""
     cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
     source = View(cond_img[0], cond_pose[0], cond_k[0])
     azimuths = torch.arange(1, cfg.orbit_frames, dtype=torch.float64) * (360.0 / cfg.orbit_frames)
-    poses = cameras.rotate_about_target(source.pose.double().expand(len(azimuths), 4, 4), azimuths, 0.0).float()
+    frame = cameras.capture_frame(views.ds.scenes[task.object_index].poses.double())
+    poses = model.pipe.relative_poses(source.pose, azimuths, 0.0, frame=frame)
     ks = source.K.expand(len(azimuths), 3, 3)
     generated = model.orbit(source, poses, ks, _generator(cfg.seed, task.object_name, salt=2), cfg.stochastic)
     return [source.image, *generated]

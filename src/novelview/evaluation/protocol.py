@@ -16,7 +16,8 @@ Rules (printed in every report and documented in docs/evaluation.md):
   (``--cond-view V`` fixes it to train view V). Each group is one task; ``group`` numbers them.
 * The same tasks are given to every method of a run (the model, each baseline), and the same ``seed`` on the same
   dataset gives the same tasks in any run, so numbers compare across runs and methods.
-* The 3D-consistency orbit of an object is its other views (all but the condition), sorted by azimuth measured
+* The 3D-consistency orbit of an object is its other views (all but the condition; of a scene split by its views,
+  the split's views), sorted by azimuth (about the point its cameras look at, around their up) measured
   from the condition view's azimuth, thinned evenly to at most ``orbit_views``: stochastic conditioning then
   generates them in that order, each near views generated before it.
 """
@@ -153,7 +154,9 @@ def orbit_views(scene: Scene, cond_view: int, max_views: int, among: Sequence[in
     the condition view's, evenly thinned to at most ``max_views`` (see the module docstring)."""
     if max_views < 2:
         raise ConfigError(f"an orbit for the consistency score needs at least 2 views, got {max_views}")
-    azimuth, _, _ = cameras.pose_to_spherical(scene.poses.double())
+    # Azimuth about the capture's own centre and up: a reconstruction puts the object anywhere, any axis up.
+    poses = scene.poses.double()
+    azimuth, _, _ = cameras.pose_to_spherical(cameras.object_frame_transform(cameras.capture_frame(poses)) @ poses)
     relative = (azimuth - azimuth[cond_view]) % 360.0
     candidates = range(scene.num_views) if among is None else [int(v) for v in among]
     others = [v for v in candidates if v != cond_view]
