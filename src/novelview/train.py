@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -352,6 +353,9 @@ class _Run:
         for split in (self.dataset, self.val_dataset):
             if split is not None:  # a corrupt view fails now, naming its file, not after hours of training
                 split.verify(progress=cfg.progress)
+        if cfg.val_every and self.val_dataset is None and os.environ.get("RANK", "0") == "0":
+            print(f"warning: {cfg.data} has no validation views, so --val-every {cfg.val_every} logs nothing",
+                  file=sys.stderr)
         overrides = _model_overrides(cfg, self.dataset.camera_stats(), saved.model if saved else None)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only, not on the process count
         model = build_model(cfg.model, cfg.image_size, **overrides)
