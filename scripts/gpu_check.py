@@ -155,6 +155,7 @@ def grid(args: argparse.Namespace) -> dict[str, Any]:
     from novelview.data.views import MultiViewDataset
     from novelview.images import make_grid, to_pil
     from novelview.pipeline import Pipeline
+    from novelview.sampling import SamplingSettings
 
     pipe = Pipeline.from_checkpoint(args.checkpoint, device=args.device)
     scenes = MultiViewDataset(args.data, size=pipe.image_size, split="test").scenes[: args.objects]
@@ -163,7 +164,7 @@ def grid(args: argparse.Namespace) -> dict[str, Any]:
     for scene in scenes:
         targets = list(range(1, min(4, scene.num_views)))
         generated = pipe.synthesize(str(scene.image_paths[0]), target_poses=[scene.poses[i] for i in targets],
-                                    input_pose=scene.poses[0], steps=args.steps, seed=0)
+                                    input_pose=scene.poses[0], settings=SamplingSettings(steps=args.steps, seed=0))
         truth = [to_pil(load_view(scene, i, pipe.image_size)[0]) for i in targets]
         for g, t in zip(generated, truth):
             mse = np.mean((np.asarray(g, dtype=np.float64) - np.asarray(t, dtype=np.float64)) ** 2)

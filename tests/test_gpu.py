@@ -23,6 +23,7 @@ from novelview.data.synthetic import SynthConfig, generate
 from novelview.diffusion import DiffusionConfig
 from novelview.models.presets import build_model, example_inputs
 from novelview.pipeline import Pipeline
+from novelview.sampling import SamplingSettings
 from novelview.train import TrainConfig, train
 
 DEVICE = os.environ.get("NOVELVIEW_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
@@ -88,7 +89,7 @@ def test_sampling_on_the_device_matches_the_cpu(tmp_path: Path) -> None:
     views = {}
     for name, device, autocast in (("cpu", "cpu", False), ("device", DEVICE, False), ("bf16", DEVICE, True)):
         pipe = Pipeline.from_checkpoint(path, device=device, autocast=autocast)
-        views[name] = np.asarray(pipe.synthesize(picture, azimuth=[60, 180], steps=3, seed=0)[1], dtype=np.float64)
+        views[name] = np.asarray(pipe.synthesize(picture, azimuth=[60, 180], settings=SamplingSettings(steps=3, seed=0))[1], dtype=np.float64)
     # The noise is drawn on the CPU for every device, so only arithmetic differs.
     assert np.abs(views["device"] - views["cpu"]).mean() < 2.0  # grey levels of 255
     assert views["bf16"].shape == (SIZE, SIZE, 3) and np.abs(views["bf16"] - views["cpu"]).mean() < 12.0
