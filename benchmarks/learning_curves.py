@@ -56,6 +56,9 @@ VARIANTS: dict[str, Variant] = {
                 {"model": "dit-tiny-3d"}, RECIPE),
         Variant("dit-3d-aux", "dit-tiny-3d + auxiliary L2 loss on the lifter's RGB render (weight 1)",
                 {"model": "dit-tiny-3d"}, {**RECIPE, "render_weight": 1.0}),
+        Variant("dit-3d-aux-skip", "dit-3d-aux whose x0 estimate is the lifter's render plus the DiT's correction "
+                "(render_skip)", {"model": "dit-tiny-3d", "model_overrides": {"render_skip": True}},
+                {**RECIPE, "render_weight": 1.0}),
         Variant("xunet-3d-aux", "X-UNet-tiny reading the lifted feature image (xunet-tiny-3d), auxiliary loss",
                 {"model": "xunet-tiny-3d"}, {**RECIPE, "render_weight": 1.0}),
         Variant("dit-3d-aux-p2", "dit-tiny-3d-aux with 2x2 patches (4x the tokens)",

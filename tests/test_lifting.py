@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -141,6 +143,32 @@ def test_dropping_the_condition_removes_the_views_the_cameras_and_the_feature_im
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     assert torch.equal(render_a, torch.zeros_like(render_a)) and render_kept.abs().sum() > 0
     assert (a - kept).abs().max() > 1e-5
+
+
+def test_render_skip_starts_from_the_render_and_is_refused_without_x0_prediction(tmp_path):
+    """With render_skip a fresh model predicts exactly the upsampled RGB render (its own output layer is zero), and
+    nothing where the condition is dropped; training it with another parameterisation is refused."""
+    from novelview.diffusion import DiffusionConfig
+    from novelview.errors import ConfigError
+    from novelview.train import TrainConfig, train
+
+    torch.manual_seed(0)
+    model = build_model("dit-tiny-3d", 32, render_skip=True)
+    _perturb(model.lifter)
+    z_t, logsnr, kwargs = example_inputs(model.config, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, render = model(z_t, logsnr, **kwargs, return_render=True)
+        dropped = model(z_t, logsnr, **kwargs, drop_cond=torch.tensor([True, False]))
+    upsampled = torch.nn.functional.interpolate(render, size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, upsampled)
+    assert torch.equal(dropped[0], torch.zeros_like(dropped[0])) and torch.equal(dropped[1], out[1])
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "run"), model="dit-tiny-3d",
+                      model_overrides={"render_skip": True}, diffusion=DiffusionConfig(prediction="v"))
+    from novelview.data.synthetic import SynthConfig, generate
+
+    generate(tmp_path, SynthConfig(objects=3, views=3, size=16, seed=0), progress=False, overwrite=True)
+    with pytest.raises(ConfigError, match="--prediction x0"):
+        train(dataclasses.replace(cfg, image_size=16))
 
 
 def test_several_condition_views_are_accepted_and_checked():

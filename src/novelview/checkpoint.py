@@ -121,6 +121,9 @@ class CheckpointConfig:
                         f"{source}: model.{flag} is {bool(data['model'].get(flag, False))} but diffusion.{flag} "
                         f"is {getattr(diffusion, flag)}; the checkpoint is inconsistent"
                     )
+            if data["model"].get("render_skip") and diffusion.prediction != "x0":
+                raise CheckpointError(f"{source}: model.render_skip needs x0-prediction, not "
+                                      f"{diffusion.prediction!r}; the checkpoint is inconsistent")
         return cls(
             model=dict(data["model"]),
             diffusion=diffusion,

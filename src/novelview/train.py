@@ -582,6 +582,8 @@ def _check_model_fits_objective(model: nn.Module, cfg: TrainConfig) -> None:
         raise ConfigError("--rays-per-image needs a model that renders rays independently (a pixelnerf preset)")
     if cfg.diffusion.render_weight and cfg.objective == "diffusion" and not model.config.lift:
         raise ConfigError("--render-weight needs a 3D-aware model (a -3d preset, or --override lift=true)")
+    if model.config.render_skip and cfg.objective == "diffusion" and cfg.diffusion.prediction != "x0":
+        raise ConfigError("render_skip adds the render to an x0 estimate; train it with --prediction x0")
 
 
 def _check_process_group(world: int, batch_size: int) -> None:

@@ -68,6 +68,9 @@ class BackboneConfig:
     lift_samples: int = 16  # points per target ray between near and far
     lift_resolution: int = 0  # side of the rendered feature image; 0 = half the image size (then upsampled)
     lift_freqs: int = 6  # Fourier octaves of the point positions
+    # The lifter's RGB render (upsampled) is added to the network's first three output channels, so an
+    # x0-predicting model starts from the render and learns a correction to it (x0-prediction only).
+    render_skip: bool = False
     # Distances along the target's rays (world units) between which the scene lies; training sets them from its
     # cameras (cameras.scene_ray_bounds); 0, 0 = those of cameras pose_scale away with a 40 degree view.
     near: float = 0.0
@@ -127,6 +130,8 @@ class BackboneConfig:
                               f"{MAX_IMAGE_SIZE}")
         if self.lift_samples > MAX_SAMPLES:
             raise ConfigError(f"lift_samples must be at most {MAX_SAMPLES}, got {self.lift_samples}")
+        if self.render_skip and not self.lift:
+            raise ConfigError("render_skip adds the lifter's render to the output: it needs lift=true")
         if (self.near or self.far) and not 0 <= self.near < self.far:
             raise ConfigError(f"need 0 <= near < far (or both 0 for automatic bounds), got {self.near}, {self.far}")
 

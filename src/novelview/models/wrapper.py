@@ -123,13 +123,17 @@ class ConditionedModel(nn.Module):
         estimate = self_condition_input(self.config, x_self, z_t)
         if estimate is not None:
             parts.append(estimate)
-        render = None
+        render = feature_image = None
         if self.lifter is not None:
             render = self.render(views, target_pose, target_K, (height, width), drop)
-            parts.append(F.interpolate(render, size=(height, width), mode="bilinear", align_corners=False))
+            feature_image = F.interpolate(render, size=(height, width), mode="bilinear", align_corners=False)
+            parts.append(feature_image)
         sizes = self.backbone.pose_sizes(height, width)
         rays = self.pose_embed(views.poses[:, 0], target_pose, views.Ks[:, 0], target_K, (height, width), sizes, drop)
         out = self.backbone(torch.cat(parts, dim=1), first, logsnr, rays)
+        if self.config.render_skip:  # the correction starts at zero (zero-initialised output layers)
+            skip = feature_image[:, FeatureLifter.RGB].to(out.dtype)
+            out = torch.cat([out[:, :3] + skip, out[:, 3:]], dim=1)
         if not return_render:
             return out
         return out, None if render is None else render[:, FeatureLifter.RGB]
