@@ -589,7 +589,7 @@ def _check_model_fits_objective(model: nn.Module, cfg: TrainConfig) -> None:
 def _check_process_group(world: int, batch_size: int) -> None:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != world:
-        # Independent models trained on identical batches was the 3DiM seed's "distributed" training: refuse.
+        # Independent models on identical batches was the 3DiM reference's "distributed" training: refuse.
         raise RuntimeError(
             f"launched as {launched} processes but the process group has {world}; gradients would not be averaged"
         )

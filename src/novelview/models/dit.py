@@ -10,9 +10,9 @@ patchified per-pixel pose embedding of its camera (both cameras in the condition
   refined condition tokens, and MLP.
 
 Every block is adaLN-Zero modulated by the noise-level embedding (Peebles & Xie, facebookresearch/DiT), and
-the final layer is zero-initialised, so a fresh model predicts exactly zero. Fixes over the seed: the
+the final layer is zero-initialised, so a fresh model predicts exactly zero. Fixes over the DiT reference: the
 position table is a (non-persistent) buffer that follows ``.to(device)``; there are no aliased modules, so
-no duplicate keys in ``state_dict``; the noise level is embedded once (the seed scaled timesteps twice);
+no duplicate keys in ``state_dict``; the noise level is embedded once (the reference scaled timesteps twice);
 the cameras are an input at all.
 """
 

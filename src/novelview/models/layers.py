@@ -60,7 +60,7 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with an output projection (the 3DiM seed had none).
+    """Multi-head attention with an output projection (the 3DiM reference had none).
 
     ``forward(x)`` is self-attention; ``forward(x, context)`` lets the queries of ``x`` attend to ``context``.
     Uses ``scaled_dot_product_attention`` so the fused (flash / memory-efficient) kernels are picked where

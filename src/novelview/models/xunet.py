@@ -3,9 +3,9 @@
 The clean condition view and the noisy target view are two *frames* that go through the same UNet (shared
 weights); frames are folded into the batch axis (``[B*2, C, H, W]``, condition first) so every conv and
 every GroupNorm sees one frame at a time: normalisation statistics are per frame, never mixed (the JAX
-seed normalised the two frames together). At ``attn_resolutions`` each block adds self-attention within a
+reference normalised the two frames together). At ``attn_resolutions`` each block adds self-attention within a
 frame, then cross-attention where each frame's queries attend to the *other* frame's keys and values; both
-have an output projection (the seed had none).
+have an output projection (the reference had none).
 
 Every ResNet block is FiLM-modulated per pixel by ``noise-level embedding + pose embedding`` at its
 resolution. Each frame is told its own noise level: the target its ``logsnr``, the clean condition frame
