@@ -81,7 +81,8 @@ def _train_to(variant: Variant, args: argparse.Namespace, run: Path, steps: int)
 
     settings: dict[str, Any] = dict(
         data=str(args.data), out=str(run), image_size=args.size, steps=steps,
-        batch_size=args.batch_size, lr=args.lr, checkpoint_every=min(1000, *args.eval_steps), val_every=0,
+        batch_size=args.batch_size, lr=args.lr, warmup_steps=200, checkpoint_every=min(1000, *args.eval_steps),
+        val_every=0,
         sample_every=max(args.eval_steps), seed=args.seed, progress=args.progress,
     )
     settings.update(variant.train)
