@@ -253,7 +253,11 @@ def test_end_to_end_3d_model_and_pixelnerf_baseline(tmp_path):
         "--out", str(tmp_path / "pn"), *common)
     log = [json.loads(line) for line in (tmp_path / "d3" / "log.jsonl").read_text().splitlines()]
     assert all(record["render"] > 0 for record in log if "render" in record)
-    assert (tmp_path / "d3" / "samples" / "step_0000003.png").is_file()
+    from PIL import Image
+
+    grid_3d = Image.open(tmp_path / "d3" / "samples" / "step_0000003.png")
+    grid_pn = Image.open(tmp_path / "pn" / "samples" / "step_0000003.png")
+    assert grid_3d.height == grid_pn.height and grid_3d.width > grid_pn.width  # + a column: the lifter's render
     config = json.loads(next((tmp_path / "d3" / "checkpoints").glob("step_*/config.json")).read_text())
     near, far = config["model"]["near"], config["model"]["far"]
     assert near == pytest.approx(2.5 - 2.5 * np.sin(np.radians(20.0)), abs=1e-3) and far > 2.5  # from the cameras

@@ -629,7 +629,8 @@ def _validation_loss(model: nn.Module, dataset: Any, cfg: TrainConfig, accelerat
 
 
 def _write_sample_grid(model: nn.Module, dataset: Any, cfg: TrainConfig, path: Path, n: int = 8) -> None:
-    """condition | ground truth | generated, for a few fixed held-out pairs (EMA weights)."""
+    """condition | ground truth | generated (| the lifter's RGB render, for 3D-aware models), for a few fixed
+    held-out pairs (EMA weights)."""
     from novelview.images import make_grid, save_image
     from novelview.sampling import SamplingSettings, View, generate
 
@@ -643,9 +644,22 @@ def _write_sample_grid(model: nn.Module, dataset: Any, cfg: TrainConfig, path: P
     model.eval()
     generated = generate(model, cfg.diffusion, source, batch["target_pose"], batch["target_K"], settings,
                          objective=cfg.objective)
+    columns = [batch["cond_image"], batch["target_image"], generated]
+    if cfg.objective == "diffusion" and getattr(model, "lifter", None) is not None:
+        columns.append(_lifter_rgb(model, batch))
     model.train(was_training)
-    rows = [[batch["cond_image"][i], batch["target_image"][i], generated[i]] for i in range(len(items))]
-    save_image(make_grid(rows), path)
+    save_image(make_grid([[column[i] for column in columns] for i in range(len(items))]), path)
+
+
+@torch.no_grad()
+def _lifter_rgb(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What a 3D-aware model's lifter renders at the target cameras (RGB, upsampled to the image size)."""
+    from novelview.models.lifting import ConditionViews, FeatureLifter
+
+    hw = tuple(batch["target_image"].shape[-2:])
+    views = ConditionViews.of(batch["cond_image"], batch["cond_pose"], batch["cond_K"])
+    render = model.render(views, batch["target_pose"], batch["target_K"], hw)[:, FeatureLifter.RGB]
+    return torch.nn.functional.interpolate(render, size=hw, mode="bilinear", align_corners=False).clamp(-1, 1)
 
 
 def _collate_tensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
