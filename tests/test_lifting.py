@@ -96,6 +96,75 @@ def test_an_opaque_sphere_renders_its_silhouette():
     assert iou > 0.95, float(iou)
 
 
+def test_the_lifter_composites_its_field_on_white_and_scales_channels_like_images():
+    """Through the whole lifter: an empty field renders the white background with opacity -1 (0 in [0, 1]); a
+    dense field renders its own colour with opacity +1."""
+    torch.manual_seed(0)
+    model = build_model("dit-tiny-3d", 32)
+    lifter: FeatureLifter = model.lifter
+    poses, k = _ring_cameras([0.0, 90.0], size=32)
+    views = ConditionViews(torch.rand(1, 1, 3, 32, 32) * 2 - 1, poses[None, :1].float(), k[None, None].float())
+    with torch.no_grad():
+        lifter.head.weight.zero_()
+        colour = torch.full((3,), -4.0)  # sigmoid(-4) = 0.018: nearly black
+        for density, expected_rgb, expected_opacity in ((-30.0, 1.0, -1.0), (30.0, 2 * torch.sigmoid(colour) - 1, 1.0)):
+            lifter.head.bias.zero_()
+            lifter.head.bias[0] = density
+            lifter.head.bias[-3:] = colour
+            image = lifter(views, poses[1:].float(), k[None].float(), (32, 32), (8, 8))
+            rgb, opacity = image[0, FeatureLifter.RGB], image[0, -1]
+            torch.testing.assert_close(opacity, torch.full_like(opacity, expected_opacity), atol=1e-4, rtol=0)
+            expected = torch.as_tensor(expected_rgb).expand(8, 8, 3).permute(2, 0, 1)
+            torch.testing.assert_close(rgb, expected.float(), atol=1e-4, rtol=0)
+
+
+def test_renders_are_reused_within_a_sampling_run_only():
+    """Inside reusing_conditioning (one sampling run) a repeated input is rendered once; outside it, and after an
+    optimiser step, renders always come from the current weights."""
+    from novelview.train import make_optimizer
+
+    torch.manual_seed(0)
+    model = _perturb(build_model("dit-tiny-3d", 32))
+    z_t, logsnr, kwargs = example_inputs(model.config, 2, generator=torch.Generator().manual_seed(0))
+    views = ConditionViews.of(kwargs["cond_image"], kwargs["cond_pose"], kwargs["cond_K"])
+
+    def render() -> torch.Tensor:
+        return model.render(views, kwargs["target_pose"], kwargs["target_K"], (32, 32))
+
+    with torch.no_grad(), model.reusing_conditioning():
+        assert render() is render()
+    with torch.no_grad():
+        before = render()
+        assert render() is not before
+    optimizer = make_optimizer(model.parameters(), lr=1e-2, weight_decay=0.0)  # fused: bumps no version counter
+    model(z_t, logsnr, **kwargs).square().mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        assert not torch.allclose(render(), before)
+
+
+def test_generate_samples_with_several_condition_views_per_target():
+    from novelview.diffusion import DiffusionConfig
+    from novelview.sampling import SamplingSettings, View, generate
+
+    torch.manual_seed(0)
+    model = _perturb(build_model("dit-tiny-3d", 16))
+    _, _, kwargs = example_inputs(model.config, 3, generator=torch.Generator().manual_seed(0))
+    images = torch.stack([kwargs["cond_image"], -kwargs["cond_image"]], 1)  # [3 targets, 2 views, 3, H, W]
+    poses = torch.stack([kwargs["cond_pose"], kwargs["target_pose"].roll(1, 0)], 1)
+    ks = torch.stack([kwargs["cond_K"], kwargs["cond_K"]], 1)
+    settings = SamplingSettings(steps=2, seed=0)
+    two = generate(model, DiffusionConfig(), View(images, poses, ks), kwargs["target_pose"], kwargs["target_K"],
+                   settings)
+    one = generate(model, DiffusionConfig(), View(images[:, :1], poses[:, :1], ks[:, :1]), kwargs["target_pose"],
+                   kwargs["target_K"], settings)
+    assert two.shape == (3, 3, 16, 16) and (two - one).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="lifting module"):
+        plain = build_model("dit-tiny", 16)
+        generate(plain, DiffusionConfig(), View(images, poses, ks), kwargs["target_pose"], kwargs["target_K"],
+                 settings)
+
+
 def test_mean_pooling_does_not_depend_on_the_order_of_the_views():
     torch.manual_seed(0)
     model = _perturb(build_model("dit-tiny-3d", 32))
@@ -134,8 +203,7 @@ def test_dropping_the_condition_removes_the_views_the_cameras_and_the_feature_im
     model = _perturb(build_model(name, 32))
     z_t, logsnr, kwargs = example_inputs(model.config, 2, generator=torch.Generator().manual_seed(0))
     _, _, other = example_inputs(model.config, 2, generator=torch.Generator().manual_seed(1))
-    other["target_pose"] = kwargs["target_pose"]  # the target camera is kept; everything about the view goes
-    drop = torch.tensor([True, True])
+    drop = torch.tensor([True, True])  # every camera, the view and its lifted image go: nothing of them is left
     with torch.no_grad():
         a, render_a = model(z_t, logsnr, **kwargs, drop_cond=drop, return_render=True)
         b = model(z_t, logsnr, **other, drop_cond=drop)
@@ -274,3 +342,33 @@ def test_end_to_end_3d_model_and_pixelnerf_baseline(tmp_path):
         "--baseline-checkpoint", str(tmp_path / "pn"), "--out", str(tmp_path / "report"))
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert any("step_0000003" in method for method in json.dumps(report["methods"]).split('"'))
+
+
+def test_pooled_stochastic_conditioning_hands_a_3d_model_every_view_so_far():
+    """With pool, the k-th target of a stochastic orbit sees the source and the k-1 views before it, the drawn one
+    first; without it, one view; a 2D model is never handed more than one."""
+    from novelview.diffusion import DiffusionConfig
+    from novelview.sampling import SamplingSettings, View, generate
+
+    torch.manual_seed(0)
+    seen: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, *args, **kwargs):
+            image = kwargs["cond_image"]
+            seen.append(image.shape[1] if image.ndim == 5 else 1)
+            return self.inner(*args, **kwargs)
+
+    _, _, kwargs = example_inputs(build_model("dit-tiny-3d", 16).config, 3, generator=torch.Generator().manual_seed(0))
+    source = View(kwargs["cond_image"][0], kwargs["cond_pose"][0], kwargs["cond_K"][0])
+    for name, pool, expected in (("dit-tiny-3d", True, [1, 2, 3]), ("dit-tiny-3d", False, [1, 1, 1]),
+                                 ("dit-tiny", True, [1, 1, 1])):
+        seen.clear()
+        model = Recording(build_model(name, 16).eval())
+        generate(model, DiffusionConfig(), source, kwargs["target_pose"], kwargs["target_K"],
+                 SamplingSettings(steps=1, guidance=1.0, stochastic=True, pool=pool, order="given"))
+        assert seen == expected, (name, pool, seen)

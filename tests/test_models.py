@@ -125,19 +125,20 @@ def test_ray_features_are_reused_only_for_identical_cameras():
     model = build_model("xunet-tiny", 32)
     _, _, kw = _inputs(model)
     args = (kw["cond_pose"], kw["target_pose"], kw["cond_K"], kw["target_K"], (32, 32), [(32, 32), (16, 16)])
-    with torch.no_grad():
+    with torch.no_grad(), model.reusing_conditioning():
         first = model.pose_embed(*args)
         again = model.pose_embed(*args)
         assert again is first  # a sampler's next step: nothing recomputed
         kw["target_pose"][0, 0, 3] += 0.5  # the same tensor, changed in place: must not be served stale
         moved = model.pose_embed(*args)
+        drop = torch.tensor([True, False, False])
+        dropped = model.pose_embed(*args, drop)
     fresh = model.pose_embed.features(*args, None)
     assert moved is not first and torch.equal(moved[0].camera, fresh[0].camera)
     assert not torch.equal(moved[0].camera, first[0].camera)  # ray origins moved (directions did not)
-    drop = torch.tensor([True, False, False])
-    with torch.no_grad():
-        dropped = model.pose_embed(*args, drop)
     assert dropped[0].pixel[0].abs().sum() == 0 and dropped is not moved
+    with torch.no_grad():  # outside a sampling run nothing is reused
+        assert model.pose_embed(*args) is not model.pose_embed(*args)
     assert model.pose_embed(*args) is not model.pose_embed(*args)  # training (autograd on): never cached
 
 

@@ -69,6 +69,21 @@ def test_resume_equals_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
     assert steps[-1] == 6
 
 
+def test_a_3d_aware_run_with_the_render_loss_resumes_exactly(dataset: Path, tmp_path: Path) -> None:
+    from novelview.diffusion import DiffusionConfig
+
+    recipe = dict(model="dit-tiny-3d", diffusion=DiffusionConfig(prediction="x0", self_condition=True,
+                                                                 render_weight=1.0))
+    straight = tmp_path / "straight"
+    train(_cfg(dataset, straight, steps=4, checkpoint_every=2, **recipe))
+    split = tmp_path / "split"
+    train(_cfg(dataset, split, steps=2, checkpoint_every=2, **recipe))
+    train(_cfg(dataset, split, steps=4, checkpoint_every=2, **recipe), resume=True)
+    _assert_same(_weights(straight), _weights(split), atol=1e-6)
+    log = [json.loads(line) for line in (split / "log.jsonl").read_text().splitlines()]
+    assert all(record["render"] > 0 for record in log if "render" in record)
+
+
 def test_lr_schedule_warms_up_holds_then_decays_to_zero(dataset: Path, tmp_path: Path) -> None:
     cfg = _cfg(dataset, tmp_path, steps=100, warmup_steps=10, decay_steps=40)
     factors = [lr_factor(step, cfg) for step in range(cfg.steps)]
@@ -434,6 +449,8 @@ def test_fine_tuning_starts_from_the_pretrained_weights_and_lowers_the_loss(data
 
     result = train(cfg, loss_fn=recording)
     assert seen[0][0] == pytest.approx(seen[0][1], rel=1e-5)
+    with pytest.raises(ConfigError, match="--objective diffusion"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "r"), objective="regression"))
     assert result.model.config.family == "dit"  # the checkpoint's model, not --model
     log = [json.loads(line) for line in result.log_file.read_text().splitlines() if '"loss"' in line]
     assert sum(r["loss"] for r in log[-5:]) < sum(r["loss"] for r in log[:5])

@@ -160,8 +160,8 @@ def train(
     warmup: Optional[int] = typer.Option(
         TrainConfig.warmup_steps, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 200)."),
     init: Optional[Path] = typer.Option(
-        None, "--init", help="Fine-tune: start from this checkpoint's weights, model and objective (new optimiser; "
-        "--model and the diffusion options are taken from it; camera scale and ray bounds from --data)."),
+        None, "--init", help="Fine-tune: start from this checkpoint's weights, model and noise process (new optimiser; "
+        "--model, --prediction and --self-condition come from it; camera scale and ray bounds from --data)."),
     decay_steps: int = typer.Option(
         TrainConfig.decay_steps, "--decay-steps",
         help="Decay the LR linearly to zero over the last N steps (0: constant, so the run can be continued; "
@@ -488,6 +488,9 @@ def orbit(
         help="Stochastic conditioning generates the views nearest the input first (nearest), or around the circle "
         "(given, as 3DiM).",
     ),
+    pool: bool = typer.Option(
+        SamplingSettings.pool, "--pool/--no-pool",
+        help="3D-aware models: the lifter pools every view so far with the drawn one (GeNVS)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help=_CHECKPOINT_HELP),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Denoising steps per view."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
@@ -513,7 +516,7 @@ def orbit(
     if upscale_filter not in ("nearest", "bicubic"):
         raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
     settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed, stochastic=stochastic,
-                                order=order)  # type: ignore[arg-type]
+                                order=order, pool=pool)  # type: ignore[arg-type]
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
     source = _input(pipe, image, data, object_name, view, input_elevation)
     progress, close = _progress_bar("orbit")
@@ -567,6 +570,9 @@ def eval_command(
     stochastic: bool = typer.Option(
         True, "--stochastic/--independent", help="Consistency orbits with 3DiM stochastic conditioning or not."
     ),
+    pool: bool = typer.Option(
+        SamplingSettings.pool, "--pool/--no-pool",
+        help="3D-aware models in stochastic conditioning: the lifter pools every view so far with the drawn one."),
     orbits: int = typer.Option(0, "--orbits", min=0, help="Write orbit GIFs for the first N objects."),
     split_seed: Optional[int] = typer.Option(None, "--split-seed", help="Object split seed (default: as trained)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ... or auto."),
@@ -584,7 +590,7 @@ def eval_command(
         sampler=sampler, steps=steps, guidance=guidance, samples=samples, seed=seed,
         baseline_checkpoints=[str(b) for b in baseline],
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
-        consistency_objects=consistency_objects, orbit_views=orbit_views, stochastic=stochastic,
+        consistency_objects=consistency_objects, orbit_views=orbit_views, stochastic=stochastic, pool=pool,
         consistency_field=FieldConfig(resolution=field_resolution, steps=field_steps, bound=bound, seed=seed),
         orbits=orbits, split_seed=split_seed, device=device, batch_size=batch_size,
     )

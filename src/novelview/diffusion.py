@@ -313,15 +313,15 @@ def training_loss(
 
 
 def _render_loss(render: Tensor | None, x0: Tensor, dropped: Tensor) -> Tensor:
-    """Mean squared error of the lifter's RGB render against the target at the render's size, over the samples
-    whose condition was kept (a dropped condition renders nothing)."""
+    """Squared error of the lifter's RGB render against the target at the render's size, averaged over the batch
+    with the rows whose condition was dropped counting zero (they render nothing). Dividing by the whole batch,
+    not by the kept rows, makes every process's term the same function of its rows, so data-parallel runs average
+    to one process's loss."""
     if render is None:
         raise ValueError("render_weight is set but this model renders no feature image (build it with lift=true)")
-    kept = ~dropped.to(render.device)
-    if not kept.any():
-        return render.new_zeros(())
-    target = torch.nn.functional.adaptive_avg_pool2d(x0[kept].float(), render.shape[-2:])
-    return ((render[kept].float() - target) ** 2).mean()
+    target = torch.nn.functional.adaptive_avg_pool2d(x0.float(), render.shape[-2:])
+    per_row = ((render.float() - target) ** 2).mean(dim=(1, 2, 3))
+    return (per_row * (~dropped.to(render.device)).float()).sum() / len(per_row)
 
 
 def _self_condition_estimate(

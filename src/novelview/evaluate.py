@@ -54,6 +54,7 @@ class EvalConfig:
     consistency_objects: int = 2
     orbit_views: int = 24
     stochastic: bool = True  # 3DiM stochastic conditioning for the consistency orbit
+    pool: bool = False  # ... and a 3D-aware model's lifter pooling the views so far (SamplingSettings.pool)
     consistency_field: FieldConfig = field(default_factory=FieldConfig)
     orbits: int = 0  # orbit GIFs for this many objects
     orbit_frames: int = 24
@@ -211,7 +212,7 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
 def _methods(cfg: EvalConfig) -> tuple[CheckpointMethod, list[Method]]:
     """The model under test, then the baselines, all sampled per one :class:`SamplingSettings`."""
     settings = SamplingSettings(sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
-                                batch=cfg.batch_size)
+                                batch=cfg.batch_size, pool=cfg.pool)
     model = CheckpointMethod(PRIMARY, resolve_checkpoint(cfg.checkpoint), settings, cfg.device)
     size = model.image_size
     methods: list[Method] = [model, CopyCondition(), WhiteBackground()]
@@ -393,7 +394,7 @@ def _consistency(
         for kind in ("generated", "ground_truth")
     }
     summary = {"objects": objects, "mean": mean, "field": cfg.consistency_field.to_dict(),
-               "stochastic": cfg.stochastic, "hold_out": "every other view of the orbit (indices 1, 3, 5, ...)"}
+               "stochastic": cfg.stochastic, "pool": cfg.pool, "hold_out": "every other view of the orbit (indices 1, 3, 5, ...)"}
     return summary, picture_rows
 
 

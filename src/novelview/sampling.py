@@ -41,6 +41,7 @@ when they become pictures (or condition views, in stochastic conditioning).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -372,22 +373,29 @@ def stochastic_denoiser(
     generator: torch.Generator | None = None,
     on_choice: Callable[[int], None] | None = None,
     cfg: DiffusionConfig | None = None,
+    pooled: bool = False,
 ) -> Denoiser:
     """Stochastic conditioning (3DiM, Watson et al. 2022, sec. 3.2) for ONE target ``[1,4,4]``.
 
     Every call (= every denoising step) conditions on a view drawn uniformly from ``pool``. ``pool`` is read at
     call time, so the caller may grow it between targets. ``on_choice(index)`` observes the draws. A
-    self-conditioned model's estimate carries over from step to step whichever view conditions it.
+    self-conditioned model's estimate carries over from step to step whichever view conditions it. ``pooled``:
+    hand the model the whole pool, the drawn view first (a 3D-aware model's lifter pools them all; its backbone
+    reads the first).
     """
 
     def denoise(z_t: Tensor, logsnr: Tensor, x_self: Tensor | None) -> Tensor:
         k = int(torch.randint(len(pool), (1,), generator=generator))
         if on_choice is not None:
             on_choice(k)
-        view = pool[k]
+        if pooled:  # [1, K, ...]: the drawn view first, then the rest of the pool
+            views = [pool[k], *(v for i, v in enumerate(pool) if i != k)]
+            image, pose, K = (torch.stack([getattr(v, f) for v in views])[None] for f in ("image", "pose", "K"))
+        else:
+            image, pose, K = pool[k].image[None], pool[k].pose[None], pool[k].K[None]
         return guided_forward(
-            model, z_t, logsnr, cond_image=view.image[None], cond_pose=view.pose[None], cond_K=view.K[None],
-            target_pose=target_pose, target_K=target_K, guidance=guidance, x_self=x_self,
+            model, z_t, logsnr, cond_image=image, cond_pose=pose, cond_K=K, target_pose=target_pose,
+            target_K=target_K, guidance=guidance, x_self=x_self,
         )
 
     return self_conditioned(denoise, cfg)
@@ -412,8 +420,10 @@ class SamplingSettings:
     checkpoint's measured weight, ``generate(default_guidance=)``). ``seed``: None draws a fresh one.
     ``stochastic``: 3DiM stochastic conditioning, the targets generated one after another in ``order``
     (``"nearest"`` to the source first, or as ``"given"``); otherwise each target is conditioned on the source
-    only and ``batch`` of them are denoised together. ``spacing``: which noise levels ``steps`` visits (see the
-    module docstring). A regression checkpoint uses ``batch`` only.
+    only and ``batch`` of them are denoised together. ``pool``: in stochastic conditioning, a 3D-aware model's
+    lifter also pools every view generated so far with the drawn one (GeNVS), while the backbone reads the drawn
+    view; models without a lifter ignore it. ``spacing``: which noise levels ``steps`` visits (see the module
+    docstring). A regression checkpoint uses ``batch`` only.
     """
 
     sampler: str = DEFAULT_SAMPLER
@@ -423,6 +433,7 @@ class SamplingSettings:
     spacing: Spacing = DEFAULT_SPACING
     stochastic: bool = False
     order: Order = "nearest"
+    pool: bool = False
     batch: int = 16
 
     def __post_init__(self) -> None:
@@ -441,6 +452,9 @@ class SamplingSettings:
         if not isinstance(self.stochastic, (bool, np.bool_)):
             raise ConfigError(f"stochastic must be true or false, got {self.stochastic!r}")
         object.__setattr__(self, "stochastic", bool(self.stochastic))
+        if not isinstance(self.pool, (bool, np.bool_)):
+            raise ConfigError(f"pool must be true or false, got {self.pool!r}")
+        object.__setattr__(self, "pool", bool(self.pool))
         if self.order not in ORDERS:
             raise ConfigError(f"unknown generation order {self.order!r}: choose given or nearest")
         object.__setattr__(self, "batch", _positive_int(self.batch, "batch size"))
@@ -505,11 +519,13 @@ def generate(
     device = source.image.device
     target_poses = target_poses.to(device)
     target_K = (target_K.expand(n, 3, 3) if target_K.ndim == 2 else target_K).to(device)
-    with torch.inference_mode():
+    reusing = getattr(model, "reusing_conditioning", contextlib.nullcontext)
+    with torch.inference_mode(), reusing():
         if objective == "regression":  # one-step predictor: no noise, no guidance, no steps
             return _regress_views(network, source, target_poses, target_K, settings.batch, progress)
         guidance = check_guidance(default_guidance if settings.guidance is None else settings.guidance)
-        run = _Run(network, diffusion, settings, guidance, settings.generator() if generator is None else generator)
+        run = _Run(network, diffusion, settings, guidance, settings.generator() if generator is None else generator,
+                   pooled=settings.pool and _lifts(model))
         if settings.stochastic:
             return _stochastic_views(run, source, target_poses, target_K, progress, on_choice)
         return _plain_views(run, source, target_poses, target_K, progress)
@@ -562,6 +578,7 @@ class _Run:
     settings: SamplingSettings
     guidance: float
     generator: torch.Generator
+    pooled: bool = False  # stochastic conditioning hands the model the whole pool (a 3D-aware model)
 
     def draw(
         self, denoise: Denoiser, shape: tuple[int, ...], device: torch.device, progress: Progress | None
@@ -612,13 +629,19 @@ def _stochastic_views(
     for done, j in enumerate(sequence):
         choice = None if on_choice is None else (lambda k, j=j: on_choice(j, k))
         denoise = stochastic_denoiser(
-            run.model, pool, target_poses[j : j + 1], target_K[j : j + 1], run.guidance, run.generator, choice, run.cfg
+            run.model, pool, target_poses[j : j + 1], target_K[j : j + 1], run.guidance, run.generator, choice, run.cfg,
+            pooled=run.pooled,
         )
         x = run.draw(denoise, (1, *source.image.shape), source.image.device,
                      _offset_progress(progress, done * steps, n * steps))
         generated[j] = x
         pool.append(View(x[0], target_poses[j], target_K[j]))
     return torch.cat([generated[j] for j in range(n)])
+
+
+def _lifts(model: Callable[..., Tensor]) -> bool:
+    """Whether ``model`` lifts its condition views into 3D (and so can pool several)."""
+    return bool(getattr(getattr(model, "config", None), "lift", False))
 
 
 def _regress_views(

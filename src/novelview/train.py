@@ -76,8 +76,8 @@ class TrainConfig:
     sample_every: int = 1000
     sample_steps: int = 25
     max_nonfinite: int = 20
-    # Fine-tuning: start from this checkpoint's (EMA) weights, with its model and objective and a new optimiser;
-    # the camera scale and ray bounds come from the new data.
+    # Fine-tuning: start from this checkpoint's (EMA) weights, with its model and noise process and a new
+    # optimiser; the camera scale and ray bounds come from the new data, the training settings from this config.
     init: str | None = None
     # pixelNeRF regression: score this many random pixels of each target per step instead of the whole image
     # (0: whole images). Only rendered rays cost, so a step is that much cheaper.
@@ -532,25 +532,42 @@ class _Run:
 
 
 def _settled(cfg: TrainConfig, saved: ckpt.CheckpointConfig | None) -> TrainConfig:
-    """``cfg`` with what it leaves open decided: the warm-up length (a resumed run keeps the one it started with)
-    and, with ``init``, the model and objective of the checkpoint being fine-tuned."""
+    """``cfg`` with what it leaves open decided: the warm-up length and, with ``init``, the model and noise process
+    of the checkpoint being fine-tuned. A resumed run keeps what its start decided (and needs no ``init`` file)."""
     changes: dict[str, Any] = {}
     if cfg.warmup_steps is None:
         started = saved.training.get("warmup_steps") if saved is not None else None
         changes["warmup_steps"] = int(started) if started is not None else default_warmup(cfg.steps)
-    if cfg.init:
-        init = ckpt.read_config(ckpt.resolve_checkpoint(cfg.init))
-        model = dict(init.model)
-        if not model.get("preset"):
-            raise ConfigError(f"--init {cfg.init}: its config.json names no model preset to rebuild")
-        if int(model["image_size"]) != cfg.image_size:
-            raise ConfigError(f"--init {cfg.init}: the checkpoint works at {model['image_size']} px; pass --size "
-                              f"{model['image_size']} to fine-tune it")
-        scale_free = {k: v for k, v in model.items() if k not in ("family", "preset", "image_size", "pose_scale",
-                                                                  "near", "far")}
-        changes.update(model=model["preset"], model_overrides={**scale_free, **cfg.model_overrides},
-                       objective=init.objective, diffusion=init.diffusion)
+    if cfg.init and saved is not None:
+        started = saved.training
+        changes.update(model=started["model"], model_overrides=started["model_overrides"],
+                       diffusion=DiffusionConfig.from_dict(started["diffusion"]))
+    elif cfg.init:
+        changes.update(_init_settings(cfg))
     return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+# What defines a diffusion model's network and its noise process; the rest of DiffusionConfig (condition dropout,
+# loss weights) is how it is trained, which a fine-tuning run chooses for itself.
+_MODEL_DIFFUSION_FIELDS = ("prediction", "time", "logsnr_min", "logsnr_max", "schedule_shift", "learn_variance",
+                           "self_condition", "num_train_timesteps")
+
+
+def _init_settings(cfg: TrainConfig) -> dict[str, Any]:
+    init = ckpt.read_config(ckpt.resolve_checkpoint(cfg.init))
+    model = dict(init.model)
+    if not model.get("preset"):
+        raise ConfigError(f"--init {cfg.init}: its config.json names no model preset to rebuild")
+    if int(model["image_size"]) != cfg.image_size:
+        raise ConfigError(f"--init {cfg.init}: the checkpoint works at {model['image_size']} px; pass --size "
+                          f"{model['image_size']} to fine-tune it")
+    if init.objective != cfg.objective:
+        raise ConfigError(f"--init {cfg.init} is a {init.objective} checkpoint; pass --objective {init.objective}")
+    scale_free = {k: v for k, v in model.items() if k not in ("family", "preset", "image_size", "pose_scale",
+                                                              "near", "far")}
+    inherited = {f: getattr(init.diffusion, f) for f in _MODEL_DIFFUSION_FIELDS}
+    return dict(model=model["preset"], model_overrides={**scale_free, **cfg.model_overrides},
+                diffusion=dataclasses.replace(cfg.diffusion, **inherited))
 
 
 def _load_init_weights(model: nn.Module, init: str) -> None:
@@ -654,12 +671,11 @@ def _write_sample_grid(model: nn.Module, dataset: Any, cfg: TrainConfig, path: P
 @torch.no_grad()
 def _lifter_rgb(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """What a 3D-aware model's lifter renders at the target cameras (RGB, upsampled to the image size)."""
-    from novelview.models.lifting import ConditionViews, FeatureLifter
+    from novelview.models.lifting import ConditionViews
 
-    hw = tuple(batch["target_image"].shape[-2:])
     views = ConditionViews.of(batch["cond_image"], batch["cond_pose"], batch["cond_K"])
-    render = model.render(views, batch["target_pose"], batch["target_K"], hw)[:, FeatureLifter.RGB]
-    return torch.nn.functional.interpolate(render, size=hw, mode="bilinear", align_corners=False).clamp(-1, 1)
+    hw = tuple(batch["target_image"].shape[-2:])
+    return model.render_rgb(views, batch["target_pose"], batch["target_K"], hw).clamp(-1, 1)
 
 
 def _collate_tensors(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

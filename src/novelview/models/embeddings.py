@@ -111,7 +111,7 @@ class PoseEmbedding(nn.Module):
         self.pos_freqs = config.pos_freqs
         self.dir_freqs = config.dir_freqs
         self.pose_scale = config.pose_scale
-        self._last = LastResult()
+        self.cache = LastResult()
 
     def forward(
         self,
@@ -125,12 +125,12 @@ class PoseEmbedding(nn.Module):
     ) -> list[RayFeatures]:
         """Features for each ``(h, w)`` in ``sizes``; all zeros for the samples where ``drop``.
 
-        Without autograd (sampling) the last result is reused while the cameras stay the same: a sampler calls
-        the network 25+ times per view with identical cameras, and tracing rays is ~5 % of a tiny model's
-        forward.
+        Within :meth:`ConditionedModel.reusing_conditioning` (one sampling run) the last result is reused while the
+        cameras stay the same: a sampler calls the network 25+ times per view with identical cameras, and tracing
+        rays is ~5 % of a tiny model's forward.
         """
         key = (cond_pose, target_pose, cond_K, target_K, drop, tuple(image_hw), tuple(map(tuple, sizes)))
-        return self._last.get_or_compute(key, lambda: self.features(*key[:4], image_hw, sizes, drop))
+        return self.cache.get_or_compute(key, lambda: self.features(*key[:4], image_hw, sizes, drop))
 
     def features(
         self,

@@ -119,21 +119,26 @@ class Mlp(nn.Module):
 
 
 class LastResult:
-    """Remembers the result of the last call while autograd is off, and returns it for an equal key.
+    """Remembers the result of the last call and returns it for an equal key, while switched on.
 
-    A sampler calls the network 25+ times per view with the same condition views and cameras; what depends
-    only on those (ray features, the lifted feature image) is computed once. Keys are compared by value (tensors
-    with ``torch.equal``), so a reused result is exactly what would be recomputed. Never used while autograd
-    records (training) or under ``torch.compile``.
+    A sampler calls the network 25+ times per view with the same condition views and cameras; what depends only
+    on those (ray features, the lifted feature image) need be computed once. The owner switches reuse on for one
+    sampling run (:meth:`ConditionedModel.reusing_conditioning`), during which the weights do not change; keys
+    are compared by value (tensors with ``torch.equal``), so a reused result is exactly what would be recomputed.
+    Off (the default, and always while autograd records or under ``torch.compile``) it computes every time.
     """
 
     def __init__(self) -> None:
+        self.enabled = False
         self._key: tuple | None = None
         self._value: Any = None
 
+    def switch(self, on: bool) -> None:
+        """Turn reuse on or off; either way, forget what was remembered."""
+        self.enabled, self._key, self._value = on, None, None
+
     def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
-        tensors = [k for k in key if isinstance(k, Tensor)]
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or any(t.device.type == "meta" for t in tensors):
+        if not self.enabled or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return compute()
         if self._key is not None and _equal_keys(self._key, key):
             return self._value

@@ -13,7 +13,8 @@ geometry from pixels; here it is built in:
    target camera: ``lift_channels`` features, RGB on white, opacity.
 
 The first linear layer of the point MLP acts on the sampled features; it runs as a 1x1 convolution on the
-feature map *before* sampling (bilinear sampling and a per-pixel linear map commute), so the per-point cost does
+feature map *before* sampling (bilinear sampling and a per-pixel linear map commute inside the image; outside it
+the zero padding gives zero, not the layer's bias, which marks points no view sees), so the per-point cost does
 not grow with the encoder's width. What depends only on the condition views and cameras is computed once per
 view during sampling (the wrapper caches the rendered image).
 
@@ -236,12 +237,18 @@ class PixelNeRF(nn.Module):
         pixels: Tensor | None = None,
     ) -> Tensor:
         """``[B, 3, H, W]`` in [-1, 1] (``[B, 3, R]`` with ``pixels``). There is no unconditional mode."""
+        from novelview.models.wrapper import check_inputs
+
+        check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, multiple=1)
         if drop_cond is not None and bool(torch.as_tensor(drop_cond).any()):
             raise ValueError("a pixelnerf model cannot drop its condition (it is a regression model)")
         if x_self is not None:
-            raise ValueError("x_self was given but a pixelnerf model has no self-conditioning")
-        views = ConditionViews.of(cond_image, cond_pose, cond_K)
+            raise ValueError("x_self was given but this model was built without self_condition")
         hw = tuple(z_t.shape[-2:])
+        if pixels is not None and (pixels.ndim != 2 or pixels.shape[0] != z_t.shape[0] or pixels.dtype.is_floating_point
+                                   or pixels.min() < 0 or pixels.max() >= hw[0] * hw[1]):
+            raise ValueError(f"pixels must be [B, R] integer indices into the {hw[0]}x{hw[1]} image")
+        views = ConditionViews.of(cond_image, cond_pose, cond_K)
         image = self.lifter(views, target_pose, target_K, hw, hw, pixels)
         return image[:, FeatureLifter.RGB]
 

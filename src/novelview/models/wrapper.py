@@ -17,6 +17,8 @@ intrinsics) are pooled by the lifter; the backbone itself reads the first one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -111,6 +113,9 @@ class ConditionedModel(nn.Module):
         """The prediction ``[B, out_channels, H, W]``; with ``return_render`` also the RGB channels of the lifter's
         render ``[B, 3, render_size, render_size]`` in [-1, 1] (None without lifting), for an auxiliary loss."""
         check_inputs(z_t, logsnr, cond_image, cond_pose, target_pose, cond_K, target_K, self.backbone.size_multiple)
+        if cond_image.ndim == 5 and cond_image.shape[1] > 1 and self.lifter is None:
+            raise ValueError("several condition views need a lifting module to pool them (a -3d preset); "
+                             "this model reads one")
         b, _, height, width = z_t.shape
         views = ConditionViews.of(cond_image, cond_pose, cond_K)
         drop = drop_mask(drop_cond, b, z_t.device)
@@ -142,14 +147,34 @@ class ConditionedModel(nn.Module):
         self, views: ConditionViews, target_pose: Tensor, target_K: Tensor, image_hw: tuple[int, int],
         drop: Tensor | None = None,
     ) -> Tensor:
-        """The lifter's feature image at ``config.render_size``; zeros for dropped samples, which are not rendered.
+        """The lifter's feature image at ``config.render_size``; zeros for dropped samples.
 
-        Reused between the calls of one sampling run: it depends on the condition views and cameras only.
+        Reused between the calls of one sampling run (:meth:`reusing_conditioning`): it depends on the condition
+        views and cameras only.
         """
-        # The weights' in-place version counters join the key: an optimiser or EMA step must not be served stale.
-        weights = tuple(p._version for p in self.lifter.parameters())
-        key = (views.images, views.poses, views.Ks, target_pose, target_K, drop, tuple(image_hw), weights)
+        if self.lifter is None:
+            raise ValueError("this model has no lifting module (build it with lift=true, e.g. a -3d preset)")
+        key = (views.images, views.poses, views.Ks, target_pose, target_K, drop, tuple(image_hw))
         return self._render_cache.get_or_compute(key, lambda: self._render(views, target_pose, target_K, image_hw, drop))
+
+    def render_rgb(self, views: ConditionViews, target_pose: Tensor, target_K: Tensor, image_hw: tuple[int, int]) -> Tensor:
+        """The lifter's RGB render upsampled to ``image_hw``, ``[B, 3, H, W]`` in [-1, 1]: what the geometry alone
+        predicts for the target view."""
+        render = self.render(views, target_pose, target_K, image_hw)[:, FeatureLifter.RGB]
+        return F.interpolate(render, size=image_hw, mode="bilinear", align_corners=False)
+
+    @contextmanager
+    def reusing_conditioning(self) -> Iterator[None]:
+        """Within this block (one sampling run: fixed weights, the same condition views and cameras at every step),
+        the ray features and the lifted feature image are computed once per distinct input instead of per call."""
+        caches = (self.pose_embed.cache, self._render_cache)
+        for cache in caches:
+            cache.switch(True)
+        try:
+            yield
+        finally:
+            for cache in caches:
+                cache.switch(False)
 
     def _render(
         self, views: ConditionViews, target_pose: Tensor, target_K: Tensor, image_hw: tuple[int, int],
@@ -158,9 +183,14 @@ class ConditionedModel(nn.Module):
         size = (self.config.render_size, self.config.render_size)
         if drop is None:
             return self.lifter(views, target_pose, target_K, image_hw, size)
+        if torch.is_grad_enabled():
+            # Every row is rendered, so every lifter parameter joins the graph on every process (DDP needs that
+            # even when all of a process's rows are dropped); dropped rows are then zeroed.
+            rendered = self.lifter(views, target_pose, target_K, image_hw, size)
+            return torch.where(drop[:, None, None, None], torch.zeros_like(rendered), rendered)
         out = views.images.new_zeros(len(drop), self.lifter.channels, *size)
         kept = (~drop).nonzero().flatten()
-        if len(kept):
+        if len(kept):  # without gradients the dropped rows need not be rendered at all (half of a guided batch)
             rendered = self.lifter(views.rows(kept), target_pose[kept], target_K[kept], image_hw, size)
             out = out.index_copy(0, kept, rendered.to(out.dtype))
         return out
