@@ -36,6 +36,8 @@ METRICS = ("psnr", "ssim", "psnr_masked", "ssim_masked", "swd")
 # The recipe of the shipped 2D model (x0-prediction, self-conditioning, condition view concatenated): every
 # diffusion variant below starts from it and changes one thing.
 RECIPE = {"prediction": "x0", "self_condition": True}
+# `novelview eval`'s baseline methods, as the tables name them.
+BASELINE_LABELS = {"copy-condition": "copy the input", "white-background": "blank (white)"}
 
 
 @dataclass
@@ -211,10 +213,9 @@ def _table(results: dict[str, Any], key: str, bins: tuple[str, ...]) -> str:
             minutes = machine_minutes(results, name, p["step"])
             budget = "-" if minutes is None else f"{minutes:.0f}"
             lines.append(f"| {name} | {p['step']} | {budget} | " + " | ".join(cells) + " |")
-            baselines.update({k: v for k, v in p[key].items() if k in ("copy", "white")})
+            baselines.update({k: v for k, v in p[key].items() if k in BASELINE_LABELS})
     for label, scores in baselines.items():
-        lines.append(f"| *{label} the input*" if label == "copy" else f"| *blank ({label})*")
-        lines[-1] += " | - | - | " + " | ".join(_cell(scores, b) for b in bins) + " |"
+        lines.append(f"| *{BASELINE_LABELS[label]}* | - | - | " + " | ".join(_cell(scores, b) for b in bins) + " |")
     return "\n".join(lines)
 
 
@@ -233,7 +234,7 @@ def _plot(results: dict[str, Any], root: Path) -> None:
             minutes = [machine_minutes(results, name, p["step"]) for p in pts]
             if pts and None not in minutes:
                 ax.plot(minutes, [p[key]["model"][bin_]["psnr"] for p in pts], "o-", label=name)
-                copy_level = pts[-1][key].get("copy", {}).get(bin_, {}).get("psnr", copy_level)
+                copy_level = pts[-1][key].get("copy-condition", {}).get(bin_, {}).get("psnr", copy_level)
         if copy_level is not None:
             ax.axhline(copy_level, color="k", linestyle="--", label="copy the input")
         where = "held-out objects" if key == "scores" else "other renderer"

@@ -73,7 +73,7 @@ PRESETS: dict[str, Preset] = {
             "xunet-tiny", "xunet", 32,
             dict(ch=16, ch_mult=(1, 2, 4, 4), num_res_blocks=1, attn_resolutions=(8, 4), heads=4, emb_ch=64,
                  **_FAST_POSE),
-            "CPU-sized X-UNet (tests; the first shipped checkpoint)",
+            "CPU-sized X-UNet (tests)",
         ),
         Preset(
             "dit-tiny", "dit", 32,
@@ -82,7 +82,7 @@ PRESETS: dict[str, Preset] = {
             # cond_concat: the condition view is also concatenated on the target's patches (as Zero-1-to-3), the
             # winner of docs/learning-curves.md; without it the model barely used the condition view early on.
             dict(patch_size=4, hidden=192, depth=3, cond_depth=1, heads=3, cond_concat=True, **_FAST_POSE),
-            "CPU-sized DiT (the shipped checkpoint's backbone)",
+            "CPU-sized geometry-free DiT",
         ),
         Preset(
             "xunet-small", "xunet", 64,
@@ -112,7 +112,7 @@ PRESETS: dict[str, Preset] = {
             "dit-tiny-3d", "dit", 32,
             dict(patch_size=4, hidden=192, depth=3, cond_depth=1, heads=3, cond_concat=True, lift=True,
                  **_FAST_POSE),
-            "CPU-sized 3D-aware DiT",
+            "CPU-sized 3D-aware DiT (the shipped checkpoint's backbone)",
         ),
         Preset(
             "xunet-tiny-3d", "xunet", 32,
