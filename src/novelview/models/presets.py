@@ -10,11 +10,15 @@ Presets (parameter counts at the default image size; ``novelview models`` prints
 preset          default   what for
 ==============  ========  ==========================================================================
 xunet-tiny      32 px     CPU-sized X-UNet: trains in the tests (~1.4M params)
-dit-tiny        32 px     CPU-sized DiT, condition view also concatenated: the shipped checkpoint (~3.8M params)
+dit-tiny        32 px     CPU-sized geometry-free DiT, condition view also concatenated (~3.8M params)
 xunet-small     64 px     single-GPU experiments
 dit-small       64 px     DiT-S-like (hidden 384, depth 12) with a 4-block condition stream
 xunet-paper     128 px    3DiM as published: ch 256, ch_mult (1,2,2,4), 3 res blocks, emb 1024 (~454M)
 dit-reference   64 px     the DiT reference's size: hidden 512, depth 8, heads 8, patch 4
+dit-tiny-3d     32 px     dit-tiny reading the lifted feature image: the shipped checkpoint (~4.0M params)
+xunet-tiny-3d   32 px     xunet-tiny reading the lifted feature image
+*-small-3d      64 px     the one-GPU backbones, 3D-aware
+pixelnerf-*     32/64 px  the lifting module alone, rendering RGB: the regression baseline
 ==============  ========  ==========================================================================
 """
 
