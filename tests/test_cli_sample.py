@@ -280,3 +280,8 @@ def test_unusable_output_location_or_device_fails_before_any_work(sample_args, t
 ])
 def test_non_finite_cameras(sample_args, capsys, option, value, fragment):
     assert_user_error(capsys, run(*sample_args, "--azimuth", "10", option, value), fragment)
+
+
+@pytest.mark.parametrize(("strength", "fragment"), [("0", "(0, 1]"), ("2", "(0, 1]"), ("0.5", "lifting module")])
+def test_strength_out_of_range_or_without_a_lifting_model(sample_args, capsys, strength, fragment):
+    assert_user_error(capsys, run(*sample_args, "--azimuth", "10", "--strength", strength), fragment)

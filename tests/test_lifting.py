@@ -336,12 +336,16 @@ def test_end_to_end_3d_model_and_pixelnerf_baseline(tmp_path):
     assert len(views) == 2 and views[0].size == (16, 16)
     regressed = Pipeline.from_checkpoint(tmp_path / "pn").synthesize(image, azimuth=90, elevation=0)
     assert regressed[0].size == (16, 16)
+    cli("sample", "--image", str(image), "--checkpoint", str(tmp_path / "d3"), "--azimuth", "90", "--steps", "4",
+        "--strength", "0.5", "--out", str(tmp_path / "started.png"))
+    assert Image.open(tmp_path / "started.png").size == (16, 16)
 
     cli("eval", "--checkpoint", str(tmp_path / "d3"), "--data", str(data), "--split", "all", "--objects", "2",
-        "--targets-per-object", "2", "--steps", "2", "--consistency-objects", "0",
+        "--targets-per-object", "2", "--steps", "2", "--consistency-objects", "0", "--strength", "0.5",
         "--baseline-checkpoint", str(tmp_path / "pn"), "--out", str(tmp_path / "report"))
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert any("step_0000003" in method for method in json.dumps(report["methods"]).split('"'))
+    assert report["config"]["strength"] == 0.5 and report["methods"]["model"]["strength"] == 0.5
 
 
 def test_pooled_stochastic_conditioning_hands_a_3d_model_every_view_so_far():

@@ -456,8 +456,13 @@ def test_regression_views_are_one_forward_at_the_regression_level():
     (dict(order="random"), "order"),
     (dict(stochastic="yes"), "stochastic"),
     (dict(batch=0), "batch"),
+    (dict(strength=0.0), "strength"),
+    (dict(strength=1.5), "strength"),
+    (dict(strength=float("nan")), "strength"),
+    (dict(strength="half"), "strength"),
 ], ids=["steps-0", "steps-float", "sampler", "sampler-none", "guidance-negative", "guidance-str", "seed-negative",
-        "seed-huge", "spacing", "order", "stochastic-str", "batch-0"])
+        "seed-huge", "spacing", "order", "stochastic-str", "batch-0", "strength-0", "strength-big", "strength-nan",
+        "strength-str"])
 def test_sampling_settings_refuse_what_cannot_run_by_name(kwargs, words):
     with pytest.raises(ConfigError, match=re.escape(words)):
         S.SamplingSettings(**kwargs)
@@ -484,6 +489,109 @@ def test_several_condition_views_per_target_reach_the_model_as_given():
         out = S.generate(first_view, D.DiffusionConfig(prediction="x0"), views, targets, K, settings,
                          objective=objective)
         torch.testing.assert_close(out, views.image[:, 0])
+
+
+# ------------------------------------------------------------------------------------------------ start image
+
+
+@pytest.mark.parametrize("sampler", S.SAMPLERS)
+@pytest.mark.parametrize("strength", [0.04, 0.3, 0.5, 0.96])
+def test_a_start_image_is_noised_to_the_first_remaining_level(sampler, strength):
+    """SDEdit: with ``init`` the loop runs only the last ``steps - skipped`` levels, and its first input is
+    ``alpha * init + sigma * noise`` at exactly the level the model is told."""
+    cfg, steps = D.DiffusionConfig(prediction="x0"), 25
+    init, noise = torch.rand(2, 3, 8, 8, generator=gen(2)) * 2 - 1, torch.randn(2, 3, 8, 8, generator=gen(3))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def denoise(z_t, logsnr):
+        seen.append((z_t.clone(), logsnr.clone()))
+        return torch.zeros_like(z_t)
+
+    S.sample(denoise, (2, 3, 8, 8), cfg, sampler, steps, noise=noise, init=init, strength=strength)
+    assert len(seen) == steps - S.skipped_steps(steps, strength) == max(1, steps - round((1 - strength) * steps))
+    z0, logsnr0 = seen[0]
+    expected_level = S.scheduler_logsnr(S.make_scheduler(sampler, cfg, steps))[len(seen) - 1]
+    torch.testing.assert_close(logsnr0.double(), expected_level.expand(2), atol=1e-5, rtol=0)
+    alpha, sigma = D.alpha_sigma(logsnr0[:1])
+    torch.testing.assert_close(z0, alpha * init + sigma * noise, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", S.SAMPLERS)
+def test_a_start_image_at_full_strength_is_ordinary_sampling(sampler):
+    cfg = D.DiffusionConfig(prediction="v")
+    x_star = torch.rand(1, 3, 8, 8, generator=gen(1), dtype=torch.float64) * 2 - 1
+    plain = S.sample(point_oracle(cfg, x_star), (2, 3, 8, 8), cfg, sampler, 10, generator=gen())
+    started = S.sample(point_oracle(cfg, x_star), (2, 3, 8, 8), cfg, sampler, 10, generator=gen(),
+                       init=torch.ones(2, 3, 8, 8), strength=1.0)
+    assert torch.equal(plain, started)
+
+
+@pytest.mark.parametrize("sampler", S.SAMPLERS)
+def test_oracle_lands_on_the_data_from_any_start(sampler):
+    """With the exact denoiser of a point mass, a run started part-way from a wrong image still ends on the data:
+    the skipped levels are accounted for, not silently assumed."""
+    cfg = D.DiffusionConfig(prediction="eps")
+    x_star = torch.rand(1, 3, 8, 8, generator=gen(1), dtype=torch.float64) * 2 - 1
+    x = S.sample(point_oracle(cfg, x_star), (2, 3, 8, 8), cfg, sampler, 25, generator=gen(),
+                 init=torch.zeros(2, 3, 8, 8), strength=0.4)
+    assert (x - x_star).abs().max() < 1e-4
+
+
+def test_strength_below_one_needs_a_lifting_model(tiny_model):
+    source, targets, K = _views(2, size=16)
+    source = S.View(torch.rand(3, 16, 16) * 2 - 1, source.pose, K)
+    with pytest.raises(ConfigError, match="lifting module"):
+        S.generate(tiny_model, D.DiffusionConfig(), source, targets, K, S.SamplingSettings(steps=4, strength=0.5))
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_a_lifting_model_starts_from_its_render_of_the_input(tiny_lifting_model, stochastic):
+    """At the lowest strength one x0-prediction step remains, taken from the input's render barely noised: the
+    views follow the render; at full strength they do not depend on it. In stochastic conditioning too, the start
+    is rendered from the input alone."""
+    model = tiny_lifting_model
+    cfg = D.DiffusionConfig(prediction="x0", self_condition=model.config.self_condition)
+    source, targets, K = _views(3, size=16)
+    source = S.View(torch.rand(3, 16, 16) * 2 - 1, source.pose, K)
+    from novelview.models.lifting import ConditionViews
+
+    n = targets.shape[0]
+    render = model.render_rgb(ConditionViews.of(source.image.expand(n, 3, 16, 16), source.pose.expand(n, 4, 4),
+                                                K.expand(n, 3, 3)), targets, K.expand(n, 3, 3), (16, 16))
+    settings = S.SamplingSettings(steps=25, guidance=1.0, stochastic=stochastic, strength=0.02)
+    with torch.inference_mode():
+        low = S.generate(model, cfg, source, targets, K, settings)
+        seen = []
+        S.generate(_recording(model, seen), cfg, source, targets, K, settings)
+    assert len(seen) == n if stochastic else len(seen) == 1  # one step per view (batched when plain)
+    first_z = torch.cat([z for z, _ in seen])
+    alpha, sigma = D.alpha_sigma(seen[0][1][:1])
+    assert alpha > 0.99 and (first_z - alpha * render.clamp(-1, 1)).abs().max() < 6 * sigma
+    assert low.shape == (n, 3, 16, 16) and torch.isfinite(low).all()
+
+
+def _recording(model, seen):
+    class Recording(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = model, model.config
+
+        def render_rgb(self, *args):
+            return model.render_rgb(*args)
+
+        def forward(self, z_t, logsnr, **kw):
+            seen.append((z_t.clone(), logsnr.clone()))
+            return model(z_t, logsnr, **kw)
+
+    return Recording()
+
+
+@pytest.fixture(scope="module")
+def tiny_lifting_model():
+    from novelview.models.presets import build_model
+
+    torch.manual_seed(0)
+    return build_model("dit-tiny-3d", 16).eval()
 
 
 # ------------------------------------------------------------------------------------------------ real tiny model

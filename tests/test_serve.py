@@ -174,6 +174,7 @@ def test_health_and_model_info(client: TestClient, checkpoint: Path) -> None:
     model = client.get("/api/model")
     info = model.json()
     assert info["image_size"] == 32 and info["preset"] == "xunet-tiny"
+    assert info["lifts"] is False and info["defaults"]["strength"] == 1.0
     assert {"xunet-tiny", "dit-tiny"} <= set(info["presets"])
     assert info["defaults"]["steps"] >= 1 and info["limits"]["max_upload_bytes"] > 0
     assert str(checkpoint.parent) not in model.text  # never a server path
@@ -263,6 +264,21 @@ def test_orbit_job_writes_frames_gif_and_mp4(pipeline: Pipeline, tmp_path: Path)
         if "orbit.mp4" in kinds:  # imageio-ffmpeg present (it is a core dependency)
             mp4 = client.get(f"/api/jobs/{job['id']}/files/orbit.mp4")
             assert mp4.headers["content-type"] == "video/mp4" and mp4.content[4:8] == b"ftyp"
+
+
+def test_a_3d_aware_model_takes_strength_and_the_page_learns_it(tmp_path: Path) -> None:
+    """End to end on a 3D-aware checkpoint: /api/model says it lifts, a view job with strength 0.5 runs the
+    fraction of the steps it names, and strength 1 runs them all."""
+    torch.set_num_threads(1)
+    lifting = Pipeline.from_checkpoint(make_checkpoint(tmp_path / "d3", "dit-tiny-3d"))
+    app = create_app(lifting, results_dir=tmp_path / "results", video=False)
+    with TestClient(app, base_url=LOCAL) as client:
+        assert client.get("/api/model").json()["lifts"] is True
+        finals = [wait(client, submit(client, image_bytes(5), steps=4, seed=2, strength=strength).json()["id"])
+                  for strength in (0.5, 1.0)]
+    assert [f["status"] for f in finals] == ["succeeded", "succeeded"], finals
+    assert [f["params"]["strength"] for f in finals] == [0.5, 1.0]
+    assert [f["progress"]["total"] for f in finals] == [2, 4]
 
 
 def test_two_concurrent_clients_get_their_own_results(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -439,6 +455,9 @@ def test_oversized_and_too_many_pixels(pipeline: Pipeline, tmp_path: Path) -> No
         ({"sampler": "euler"}, "sampler"),
         ({"stepz": 3}, "stepz"),
         ({"mode": "spin"}, "mode"),
+        ({"strength": 0}, "strength"),
+        ({"strength": 1.5}, "strength"),
+        ({"strength": 0.5}, "strength"),  # this server's model has no lifting module to render a start from
     ],
 )
 def test_parameter_validation_is_422_with_a_readable_message(client: TestClient, params, field) -> None:

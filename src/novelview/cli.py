@@ -278,6 +278,9 @@ _CHECKPOINT_HELP = "Checkpoint or training-run directory (default: the shipped m
 _SAMPLER_HELP = "dpmpp (DPM-Solver++ 2M), ddim or ddpm (ancestral)."
 _GUIDANCE_HELP = ("Classifier-free guidance weight w: 1 = plain conditional, 0 = unconditional (default: the "
                   "checkpoint's measured sampling.guidance, else 3; 1 for models trained without --cond-drop).")
+_STRENGTH_HELP = ("3D-aware models: below 1, each view starts from the model's render of the input at the target "
+                  "camera and runs this fraction of the steps (SDEdit). Lower: more 3D-consistent, blurrier and "
+                  "noisier; 1 (default): from pure noise.")
 _INPUT_ELEVATION_HELP = "Elevation of the input camera in degrees (default: the training data's mean)."
 _PAD_HELP = "Pad a non-square input with white instead of centre-cropping it."
 _DEVICE_HELP = "cpu, cuda, cuda:1, ... or auto."
@@ -426,6 +429,7 @@ def sample(
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Denoising steps."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
+    strength: float = typer.Option(SamplingSettings.strength, "--strength", help=_STRENGTH_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed (same seed, same views)."),
     input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
     upscale: int = typer.Option(1, "--upscale", min=1, max=16, help=_UPSCALE_HELP),
@@ -443,7 +447,7 @@ def sample(
         raise ConfigError("no target camera: give --azimuth/--elevation (relative degrees) or --poses FILE")
     if upscale_filter not in ("nearest", "bicubic"):
         raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
-    settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
+    settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed, strength=strength)
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
     source = _input(pipe, image, data, object_name, view, input_elevation)
     input_pose, targets = _target_file(poses, poses_convention, source) if poses is not None else (None, None)
@@ -495,6 +499,7 @@ def orbit(
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Denoising steps per view."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
+    strength: float = typer.Option(SamplingSettings.strength, "--strength", help=_STRENGTH_HELP),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
     input_elevation: Optional[float] = typer.Option(None, "--input-elevation", help=_INPUT_ELEVATION_HELP),
     upscale: int = typer.Option(1, "--upscale", min=1, max=16, help=_UPSCALE_HELP),
@@ -516,7 +521,7 @@ def orbit(
     if upscale_filter not in ("nearest", "bicubic"):
         raise ConfigError(f"--upscale-filter must be nearest or bicubic, got {upscale_filter!r}")
     settings = SamplingSettings(sampler=sampler, steps=steps, guidance=guidance, seed=seed, stochastic=stochastic,
-                                order=order, pool=pool)  # type: ignore[arg-type]
+                                order=order, pool=pool, strength=strength)  # type: ignore[arg-type]
     pipe = Pipeline.from_checkpoint(checkpoint, device=_device(device))
     source = _input(pipe, image, data, object_name, view, input_elevation)
     progress, close = _progress_bar("orbit")
@@ -554,6 +559,7 @@ def eval_command(
     sampler: str = typer.Option(DEFAULT_SAMPLER, "--sampler", help=_SAMPLER_HELP),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
+    strength: float = typer.Option(SamplingSettings.strength, "--strength", help=_STRENGTH_HELP),
     samples: int = typer.Option(
         1, "--samples", min=1, help="Also score the mean of N unguided samples per view (the model's estimate of "
         "the posterior mean, which is what a regression model predicts); costs N more samplings."),
@@ -587,7 +593,7 @@ def eval_command(
     report = evaluate(
         checkpoint, data, out=out, split=split, objects=objects, targets_per_object=targets or None,
         cond_view=cond_view,
-        sampler=sampler, steps=steps, guidance=guidance, samples=samples, seed=seed,
+        sampler=sampler, steps=steps, guidance=guidance, strength=strength, samples=samples, seed=seed,
         baseline_checkpoints=[str(b) for b in baseline],
         lpips_weights=None if lpips_weights is None else str(lpips_weights),
         consistency_objects=consistency_objects, orbit_views=orbit_views, stochastic=stochastic, pool=pool,
@@ -660,12 +666,13 @@ def demo(
     out: Path = typer.Option(Path("outputs/demo"), "--out", help="Where orbit.gif and compare.png go."),
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", help="Denoising steps per view."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help=_GUIDANCE_HELP),
+    strength: float = typer.Option(SamplingSettings.strength, "--strength", help=_STRENGTH_HELP),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The main job: a 24-view orbit of a held-out object from one picture, next to the ground truth."""
     from novelview.demo import run_demo
 
-    settings = SamplingSettings(steps=steps, guidance=guidance, seed=seed, stochastic=True)
+    settings = SamplingSettings(steps=steps, guidance=guidance, seed=seed, stochastic=True, strength=strength)
     result = run_demo(checkpoint, example, _check_out(out), settings)
     typer.echo(f"orbit:   {result.orbit_gif}   (generated | ground truth)")
     typer.echo(f"compare: {result.compare_png}   (top: input + generated, bottom: input + ground truth)")

@@ -12,7 +12,7 @@ The pieces live in :mod:`novelview.evaluation`: ``protocol`` (which views), ``me
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class EvalConfig:
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
     guidance: float | None = None  # None: the checkpoint's default (Pipeline.default_guidance)
+    strength: float = 1.0  # SamplingSettings.strength (3D-aware models: start from the lifter's render)
     samples: int = 1  # >1: also score the mean of this many unguided samples (the model's posterior-mean estimate)
     seed: int = 0
     baseline_checkpoints: list[str] = field(default_factory=list)
@@ -212,7 +213,7 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
 def _methods(cfg: EvalConfig) -> tuple[CheckpointMethod, list[Method]]:
     """The model under test, then the baselines, all sampled per one :class:`SamplingSettings`."""
     settings = SamplingSettings(sampler=cfg.sampler, steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed,
-                                batch=cfg.batch_size, pool=cfg.pool)
+                                batch=cfg.batch_size, pool=cfg.pool, strength=cfg.strength)
     model = CheckpointMethod(PRIMARY, resolve_checkpoint(cfg.checkpoint), settings, cfg.device)
     size = model.image_size
     methods: list[Method] = [model, CopyCondition(), WhiteBackground()]
@@ -221,6 +222,8 @@ def _methods(cfg: EvalConfig) -> tuple[CheckpointMethod, list[Method]]:
     for path in cfg.baseline_checkpoints:
         resolved = resolve_checkpoint(path)
         baseline = CheckpointMethod(_method_name(resolved, {m.name for m in methods}), resolved, settings, cfg.device)
+        if not baseline.lifts:  # only a 3D-aware model has a render to start from; the others start from noise
+            baseline.settings = replace(settings, strength=1.0)
         if baseline.image_size != size:
             raise ConfigError(f"{path}: baseline works at {baseline.image_size} px but the model at {size} px; "
                               "compare checkpoints of the same image size")

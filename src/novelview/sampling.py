@@ -42,6 +42,7 @@ when they become pictures (or condition views, in stochastic conditioning).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,12 +55,14 @@ from novelview import cameras
 from novelview.diffusion import (
     REGRESSION_LOGSNR,
     DiffusionConfig,
+    alpha_sigma,
     betas_from_alphas_cumprod,
     discrete_alphas_cumprod,
     logsnr_from_alphas_cumprod,
     to_x0_eps,
 )
 from novelview.errors import ConfigError
+from novelview.models.lifting import ConditionViews
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """``denoise(z_t [B,C,H,W], logsnr [B]) -> prediction [B,C or 2C,H,W]`` in the config's parameterisation."""
@@ -111,6 +114,15 @@ def check_guidance(guidance: float, name: str = "guidance") -> float:
 # ---------------------------------------------------------------------------------------------------------
 # Schedulers
 # ---------------------------------------------------------------------------------------------------------
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` as a float in (0, 1], or a :class:`ConfigError` naming the range."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating, np.integer)):
+        raise ConfigError(f"strength must be a number in (0, 1], got {strength!r}")
+    if not (math.isfinite(float(strength)) and 0.0 < float(strength) <= 1.0):
+        raise ConfigError(f"strength must be in (0, 1] (1: start from pure noise), got {strength!r}")
+    return float(strength)
 
 
 def timestep_indices(num_train_timesteps: int, steps: int, spacing: Spacing = DEFAULT_SPACING) -> np.ndarray:
@@ -220,6 +232,11 @@ def scheduler_logsnr(scheduler) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def skipped_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` a run started from an image at ``strength`` skips (at least one step runs)."""
+    return min(steps - 1, round((1.0 - strength) * steps))
+
+
 def sample(
     denoise: Denoiser,
     shape: Sequence[int],
@@ -232,12 +249,18 @@ def sample(
     device: str | torch.device = "cpu",
     spacing: Spacing = DEFAULT_SPACING,
     progress: Progress | None = None,
+    init: Tensor | None = None,
+    strength: float = 1.0,
 ) -> Tensor:
     """Draw ``x0`` samples of ``shape`` ``[B, C, H, W]`` by integrating the reverse process with ``denoise``.
 
     ``denoise`` is called exactly once per step with ``(z_t, logsnr [B])``. The initial noise comes from
     ``noise`` or from ``generator`` (a CPU generator gives the same samples on every device). Returns float32
     samples, not clamped.
+
+    ``init`` with ``strength < 1`` starts from an image instead of pure noise (SDEdit, Meng et al. 2022): ``init``
+    noised to the level of the step ``round((1 - strength) * steps)`` steps into the schedule, then only the
+    remaining steps run. ``strength = 1`` (or no ``init``) is ordinary sampling.
     """
     sched = make_scheduler(sampler, cfg, steps, spacing)
     ddpm_learned = canonical_sampler(sampler) == "ddpm" and cfg.learn_variance
@@ -245,9 +268,16 @@ def sample(
     channels = shape[1]
     if noise is None:
         noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
-    z = noise.to(device=device, dtype=torch.float32) * sched.init_noise_sigma
-    total = len(sched.timesteps)
-    for i, t in enumerate(sched.timesteps):
+    noise = noise.to(device=device, dtype=torch.float32)
+    first = skipped_steps(steps, strength) if init is not None else 0
+    timesteps = sched.timesteps[first:]
+    if first:
+        alpha, sigma = alpha_sigma(logsnrs[int(timesteps[0])].to(device))
+        z = alpha * init.to(device=device, dtype=torch.float32) + sigma * noise
+    else:
+        z = noise * sched.init_noise_sigma
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
         z_in = sched.scale_model_input(z, t)
         logsnr = logsnrs[int(t)].to(device).expand(z.shape[0])
         out = denoise(z_in, logsnr).float()
@@ -423,7 +453,11 @@ class SamplingSettings:
     only and ``batch`` of them are denoised together. ``pool``: in stochastic conditioning, a 3D-aware model's
     lifter also pools every view generated so far with the drawn one (GeNVS), while the backbone reads the drawn
     view; models without a lifter ignore it. ``spacing``: which noise levels ``steps`` visits (see the module
-    docstring). A regression checkpoint uses ``batch`` only.
+    docstring). ``strength``: below 1, a 3D-aware model starts each view from its lifter's render of the source
+    view at the target camera, noised part-way, and runs only that fraction of the steps (SDEdit): the geometry
+    fixes the layout and the denoiser paints the detail. Lower is closer to the render, blurrier and more 3D
+    consistent (docs/results.md measures the trade). Models without a lifter need 1. A regression checkpoint
+    uses ``batch`` only.
     """
 
     sampler: str = DEFAULT_SAMPLER
@@ -435,6 +469,7 @@ class SamplingSettings:
     order: Order = "nearest"
     pool: bool = False
     batch: int = 16
+    strength: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.sampler, str):
@@ -458,6 +493,7 @@ class SamplingSettings:
         if self.order not in ORDERS:
             raise ConfigError(f"unknown generation order {self.order!r}: choose given or nearest")
         object.__setattr__(self, "batch", _positive_int(self.batch, "batch size"))
+        object.__setattr__(self, "strength", check_strength(self.strength))
 
     def check(self, cfg: DiffusionConfig) -> "SamplingSettings":
         """These settings, checked against the noise process they sample (``steps`` within its grid)."""
@@ -525,7 +561,7 @@ def generate(
             return _regress_views(network, source, target_poses, target_K, settings.batch, progress)
         guidance = check_guidance(default_guidance if settings.guidance is None else settings.guidance)
         run = _Run(network, diffusion, settings, guidance, settings.generator() if generator is None else generator,
-                   pooled=settings.pool and _lifts(model))
+                   pooled=settings.pool and _lifts(model), render=_start_renderer(model, settings))
         if settings.stochastic:
             return _stochastic_views(run, source, target_poses, target_K, progress, on_choice)
         return _plain_views(run, source, target_poses, target_K, progress)
@@ -579,30 +615,43 @@ class _Run:
     guidance: float
     generator: torch.Generator
     pooled: bool = False  # stochastic conditioning hands the model the whole pool (a 3D-aware model)
+    render: Renderer | None = None  # the start image of each target when settings.strength < 1
+
+    @property
+    def steps(self) -> int:
+        """Denoising steps each view runs (fewer than ``settings.steps`` when it starts from a render)."""
+        if self.render is None:
+            return self.settings.steps
+        return self.settings.steps - skipped_steps(self.settings.steps, self.settings.strength)
 
     def draw(
-        self, denoise: Denoiser, shape: tuple[int, ...], device: torch.device, progress: Progress | None
+        self, denoise: Denoiser, source: View, target_poses: Tensor, target_K: Tensor, progress: Progress | None
     ) -> Tensor:
-        """Samples of ``shape`` from ``denoise``, clamped to [-1, 1]."""
+        """Samples of ``denoise`` for ``target_poses`` (``source``: the view each start image is rendered from),
+        clamped to [-1, 1]."""
+        shape = (target_poses.shape[0], *source.image.shape[-3:])
+        init = None if self.render is None else self.render(_batched(source, shape[0]), target_poses, target_K)
         return sample(
             denoise, shape, self.cfg, self.settings.sampler, self.settings.steps, generator=self.generator,
-            device=device, spacing=self.settings.spacing, progress=progress,
+            device=source.image.device, spacing=self.settings.spacing, progress=progress, init=init,
+            strength=self.settings.strength,
         ).clamp(-1, 1)
 
 
 def _plain_views(run: _Run, source: View, target_poses: Tensor, target_K: Tensor, progress: Progress | None) -> Tensor:
     """Every target conditioned on ``source`` only, ``settings.batch`` of them denoised together."""
-    n, shape_1 = target_poses.shape[0], tuple(source.image.shape[-3:])
-    batch, steps = run.settings.batch, run.settings.steps
+    n = target_poses.shape[0]
+    batch, steps = run.settings.batch, run.steps
     chunks = list(range(0, n, batch))
     outputs: list[Tensor] = []
     for c, start in enumerate(chunks):
         stop = min(start + batch, n)
+        rows = _rows(source, start, stop)
         denoise = conditional_denoiser(
-            run.model, _rows(source, start, stop), target_poses[start:stop], target_K[start:stop], run.guidance, run.cfg
+            run.model, rows, target_poses[start:stop], target_K[start:stop], run.guidance, run.cfg
         )
         progress_c = _offset_progress(progress, c * steps, len(chunks) * steps)
-        outputs.append(run.draw(denoise, (stop - start, *shape_1), source.image.device, progress_c))
+        outputs.append(run.draw(denoise, rows, target_poses[start:stop], target_K[start:stop], progress_c))
     return torch.cat(outputs)
 
 
@@ -619,7 +668,7 @@ def _stochastic_views(
     outputs in the given order."""
     if not _shared(source):
         raise ValueError("stochastic conditioning starts from one source view")
-    n, steps = target_poses.shape[0], run.settings.steps
+    n, steps = target_poses.shape[0], run.steps
     sequence = list(range(n))
     if run.settings.order == "nearest":
         angles = cameras.angle_between_views(source.pose.double().expand(n, 4, 4), target_poses.double())
@@ -632,7 +681,8 @@ def _stochastic_views(
             run.model, pool, target_poses[j : j + 1], target_K[j : j + 1], run.guidance, run.generator, choice, run.cfg,
             pooled=run.pooled,
         )
-        x = run.draw(denoise, (1, *source.image.shape), source.image.device,
+        # The start image is rendered from the input alone: one radiance field for the whole orbit.
+        x = run.draw(denoise, source, target_poses[j : j + 1], target_K[j : j + 1],
                      _offset_progress(progress, done * steps, n * steps))
         generated[j] = x
         pool.append(View(x[0], target_poses[j], target_K[j]))
@@ -642,6 +692,25 @@ def _stochastic_views(
 def _lifts(model: Callable[..., Tensor]) -> bool:
     """Whether ``model`` lifts its condition views into 3D (and so can pool several)."""
     return bool(getattr(getattr(model, "config", None), "lift", False))
+
+
+Renderer = Callable[[View, Tensor, Tensor], Tensor]
+"""``render(source rows, target_poses [B,4,4], target_K [B,3,3]) -> [B,3,H,W]``: a start image per target."""
+
+
+def _start_renderer(model: Callable[..., Tensor], settings: SamplingSettings) -> Renderer | None:
+    """The lifter's RGB render as the start image when ``settings.strength < 1``; None at full strength."""
+    if settings.strength >= 1.0:
+        return None
+    if not _lifts(model):
+        raise ConfigError(f"strength {settings.strength:g} starts from a 3D-aware model's render, and this model has "
+                          "no lifting module (a -3d preset); use strength 1")
+
+    def render(rows: View, target_poses: Tensor, target_K: Tensor) -> Tensor:
+        views = ConditionViews.of(rows.image, rows.pose, rows.K)
+        return model.render_rgb(views, target_poses, target_K, tuple(rows.image.shape[-2:])).float().clamp(-1, 1)
+
+    return render
 
 
 def _regress_views(
@@ -690,6 +759,7 @@ __all__ = [
     "View",
     "canonical_sampler",
     "check_guidance",
+    "check_strength",
     "check_steps",
     "conditional_denoiser",
     "generate",

@@ -85,6 +85,11 @@ class CheckpointMethod:
         return self.pipe.is_regression
 
     @property
+    def lifts(self) -> bool:
+        """Whether the checkpoint is 3D-aware (has a lifting module, so ``settings.strength`` below 1 applies)."""
+        return bool((self.pipe.config.model or {}).get("lift", False))
+
+    @property
     def guidance(self) -> float:
         g = self.settings.guidance
         return self.pipe.default_guidance() if g is None else g
@@ -118,7 +123,7 @@ class CheckpointMethod:
         }
         if not self.is_regression:
             out.update(sampler=self.settings.sampler, steps=self.settings.steps, guidance=self.guidance,
-                       prediction=cfg.diffusion.prediction)
+                       strength=self.settings.strength, prediction=cfg.diffusion.prediction)
         return out
 
 

@@ -51,7 +51,7 @@ def ffmpeg_available() -> bool:
 def job_settings(params: JobParams, seed: int) -> SamplingSettings:
     """How a job samples: the form's choices and the job's seed (stochastic conditioning only for orbits)."""
     return SamplingSettings(sampler=params.sampler, steps=params.steps, guidance=params.guidance, seed=seed,
-                            stochastic=params.mode == "orbit" and params.stochastic)
+                            stochastic=params.mode == "orbit" and params.stochastic, strength=params.strength)
 
 
 def make_runner(pipeline: Any, *, video: bool) -> Runner:

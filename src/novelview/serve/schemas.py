@@ -48,6 +48,9 @@ class JobParams(BaseModel):
         None, ge=0.0, le=MAX_GUIDANCE, description="classifier-free guidance weight (1 = off); null = the model's default"
     )
     sampler: Literal["dpmpp", "ddim", "ddpm"] = Field("dpmpp", description="sampler")
+    strength: float = Field(
+        1.0, gt=0.0, le=1.0, description="3D-aware models: below 1, each view starts from the model's render of the "
+        "input at the target camera and runs this fraction of the steps (sharper at 1, more 3D-consistent lower)")
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="random seed; null = the server picks one")
 
 
@@ -101,6 +104,7 @@ class ModelInfo(BaseModel):
     preset: Optional[str]
     image_size: int
     objective: str
+    lifts: bool = Field(False, description="3D-aware model (a lifting module): jobs may set strength below 1")
     parameters: Optional[int] = None
     camera: dict = Field(default_factory=dict, description="camera statistics of the training data")
     presets: list[str] = Field(default_factory=list, description="model presets this server knows")

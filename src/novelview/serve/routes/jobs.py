@@ -98,13 +98,16 @@ async def submit(
     params: str = Form(
         "{}",
         description="JSON object of JobParams (mode, azimuth, elevation, views, stochastic, steps, guidance, "
-        "sampler, seed); omitted fields take their defaults",
+        "sampler, seed, strength); omitted fields take their defaults",
     ),
     state: ServeState = Depends(get_state),
 ) -> JSONResponse:
     job_params = _parse_params(params)
     if job_params.steps > state.max_steps:
         raise HTTPException(422, f"invalid parameters: steps: at most {state.max_steps} for this model")
+    if job_params.strength < 1.0 and not state.model_info.get("lifts"):
+        raise HTTPException(422, "invalid parameters: strength: below 1 needs a 3D-aware model (a -3d preset); "
+                                 "this model has no render to start from, use 1")
     _check_elevation(job_params, state)
     manager = state.jobs
     if manager.stats()["queued"] >= manager.max_queue:

@@ -13,7 +13,7 @@
     azimuth: $("azimuth"), azimuthOut: $("azimuth-out"), elevation: $("elevation"), elevationOut: $("elevation-out"),
     views: $("views"), stochastic: $("stochastic"),
     viewControls: $("view-controls"), orbitControls: $("orbit-controls"),
-    steps: $("steps"), guidance: $("guidance"), sampler: $("sampler"), seed: $("seed"), seedRandom: $("seed-random"),
+    steps: $("steps"), guidance: $("guidance"), strength: $("strength"), sampler: $("sampler"), seed: $("seed"), seedRandom: $("seed-random"),
     generate: $("generate"), cancel: $("cancel"), error: $("error"),
     progressBox: $("progress-box"), progress: $("progress"), progressText: $("progress-text"),
     results: $("results"), animation: $("animation"), viewsGrid: $("views-grid"), downloads: $("downloads"),
@@ -93,6 +93,8 @@
       const d = info.defaults, l = info.limits;
       el.steps.value = d.steps; el.steps.min = l.min_steps; el.steps.max = l.max_steps;
       el.guidance.value = d.guidance; el.guidance.min = l.min_guidance; el.guidance.max = l.max_guidance;
+      el.strength.value = d.strength;
+      for (const node of document.querySelectorAll(".lifts-only")) node.hidden = !info.lifts;
       el.views.value = d.views; el.views.min = l.min_views; el.views.max = l.max_views;
       el.azimuth.value = d.azimuth;
       limitSlider(el.elevation, l.min_elevation, l.max_elevation);
@@ -178,6 +180,7 @@
       guidance: Number(el.guidance.value),
       sampler: el.sampler.value,
     };
+    if (!el.strength.hidden) params.strength = Number(el.strength.value);
     if (params.mode === "view") params.azimuth = Number(el.azimuth.value);
     else { params.views = Number(el.views.value); params.stochastic = el.stochastic.checked; }
     params.elevation = Number(el.elevation.value);
