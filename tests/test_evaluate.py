@@ -271,8 +271,11 @@ def test_evaluate_writes_a_report_and_scores_baselines_exactly(
     assert set(loaded.methods) == {"model", "copy-condition", "white-background", "checkpoint:regression"}
     assert loaded.summary["model"]["all"]["n"] == 6 == len(loaded.views)
     assert loaded.consistency is not None and len(loaded.consistency["objects"]) == 1
+    orbit = loaded.consistency["objects"][0]["orbit"]  # the scored orbit against the object's real views
+    assert 0 < orbit["psnr"] < 60 and orbit["swd"] > 0 and loaded.consistency["mean"]["orbit"] == orbit
     markdown = (out / "report.md").read_text()
     assert "| `copy-condition` |" in markdown and "3D consistency" in markdown and "obj_" in markdown
+    assert "orbit vs truth" in markdown
 
     # the copy baseline's numbers are exactly those computed directly from the dataset
     ds = MultiViewDataset(synth, size=SIZE, split="all")

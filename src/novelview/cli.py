@@ -610,7 +610,8 @@ def eval_command(
     if report.consistency and report.consistency["objects"]:
         mean = report.consistency["mean"]
         typer.echo(f"3D consistency PSNR: generated {mean['generated']['psnr']:.2f} dB, "
-                   f"ground truth {mean['ground_truth']['psnr']:.2f} dB")
+                   f"ground truth {mean['ground_truth']['psnr']:.2f} dB; generated orbit vs truth: PSNR "
+                   f"{mean['orbit']['psnr']:.2f} dB, SWD {mean['orbit']['swd']:.1f}")
     typer.echo(f"report: {out / 'report.md'}")
 
 

@@ -367,6 +367,14 @@ def _view_scores(s: metrics.ImageScores, j: int) -> dict[str, float | None]:
     return out
 
 
+def _orbit_fidelity(generated: Tensor, truth: Tensor) -> dict[str, float]:
+    """How close the scored orbit is to the object's real views: mean PSNR view by view, and the patch SWD of the
+    set (NaN below :data:`metrics.SWD_MIN_IMAGES` views). Consistency alone rewards orbits that agree by being
+    blurry; these say whether the agreeing views look like the object."""
+    levels = metrics.sliced_wasserstein(generated, truth) if len(truth) >= metrics.SWD_MIN_IMAGES else [float("nan")]
+    return {"psnr": round(float(metrics.psnr(generated, truth).mean()), 4), "swd": round(sum(levels) / len(levels), 3)}
+
+
 def _consistency(
     cfg: EvalConfig, model: CheckpointMethod, dataset: Any, tasks: list[proto.EvalTask], views: _Views
 ) -> tuple[dict[str, Any], list[list[Tensor]]]:
@@ -388,7 +396,8 @@ def _consistency(
         ours = consistency_score(generated, poses, ks, cfg.consistency_field)
         ceiling = consistency_score(gt, poses, ks, cfg.consistency_field)
         objects.append({"object": task.object_name, "cond_view": task.cond_view, "views": orbit,
-                        "generated": ours.to_dict(), "ground_truth": ceiling.to_dict()})
+                        "generated": ours.to_dict(), "ground_truth": ceiling.to_dict(),
+                        "orbit": _orbit_fidelity(generated, gt)})
         held = ours.test_views[: cfg.grid_targets * 2]
         picture_rows += [list(gt[held]), list(ceiling.renders[: len(held)]), list(generated[held]),
                          list(ours.renders[: len(held)])]
@@ -396,6 +405,7 @@ def _consistency(
         kind: {m: metrics.nanmean([o[kind][m] for o in objects]) for m in ("psnr", "ssim")}
         for kind in ("generated", "ground_truth")
     }
+    mean["orbit"] = {m: metrics.nanmean([o["orbit"][m] for o in objects]) for m in ("psnr", "swd")}
     summary = {"objects": objects, "mean": mean, "field": cfg.consistency_field.to_dict(),
                "stochastic": cfg.stochastic, "pool": cfg.pool, "hold_out": "every other view of the orbit (indices 1, 3, 5, ...)"}
     return summary, picture_rows
