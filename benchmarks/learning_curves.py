@@ -161,7 +161,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
         variant, run = VARIANTS[name], Path(args.runs) / name
         points = results["points"].setdefault(name, [])
         done = {p["step"] for p in points}
-        minutes = max((p["minutes"] for p in points), default=0.0)
+        minutes = max((p["minutes"] for p in points if p.get("minutes") is not None), default=0.0)
         cpu_minutes = max((p["cpu_minutes"] for p in points if p.get("cpu_minutes") is not None), default=0.0)
         for steps in args.eval_steps:
             if steps in done:
