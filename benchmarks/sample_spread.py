@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,22 +30,16 @@ import torch
 from tqdm.auto import tqdm
 
 from novelview import cameras
-from novelview.data.views import MultiViewDataset
+from novelview.evaluate import EvalConfig, split_dataset, task_generator
 from novelview.evaluation import metrics
 from novelview.evaluation import protocol as proto
-from novelview.pipeline import Pipeline
+from novelview.evaluation.methods import CheckpointMethod
 from novelview.sampling import SamplingSettings, View
 
 from _machine import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parents[1]
 BINS = ("60-120", "120-180", "all")
-
-
-def object_generator(seed: int, name: str) -> torch.Generator:
-    """The noise stream `novelview eval` gives this object (its first sample is eval's one sample)."""
-    state = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8")), 0]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
 def target_stats(samples: torch.Tensor, truth: torch.Tensor) -> list[dict[str, float]]:
@@ -85,8 +78,8 @@ def summarize(records: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(pipe: Pipeline, dataset: MultiViewDataset, tasks: list[proto.EvalTask], settings: SamplingSettings,
-        samples: int, seed: int) -> list[dict[str, float]]:
+def run(model: CheckpointMethod, dataset, tasks: list[proto.EvalTask], settings: SamplingSettings, samples: int,
+        seed: int) -> list[dict[str, float]]:
     records = []
     for task in tqdm(tasks, desc=f"guidance {settings.guidance:g}", unit="object"):
         obj = task.object_index
@@ -96,9 +89,9 @@ def run(pipe: Pipeline, dataset: MultiViewDataset, tasks: list[proto.EvalTask], 
         targets = list(task.target_views)
         truth = torch.stack([dataset.view(obj, v)[0] for v in targets])
         target_K = torch.stack([dataset.view(obj, v)[1] for v in targets]).float()
-        generator = object_generator(seed, task.object_name)
-        drawn = torch.stack([pipe.generate(source, poses[targets], settings, target_K=target_K,
-                                           generator=generator).float().cpu() for _ in range(samples)])
+        generator = task_generator(seed, task.object_name, group=task.group)  # eval's noise: sample 1 is eval's
+        drawn = torch.stack([model.views(source, poses[targets], target_K, generator, settings)
+                             for _ in range(samples)])
         angles = cameras.angle_between_views(source.pose.double().expand(len(targets), 4, 4), poses[targets].double())
         for stats, angle in zip(target_stats(drawn, truth), angles.tolist()):
             records.append({**stats, "bin": metrics.angle_bin(angle)})
@@ -120,17 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples < 2:
         p.error("--samples must be at least 2 to measure a spread")
 
-    pipe = Pipeline.from_checkpoint(args.checkpoint)
-    training = pipe.config.training or {}
-    dataset = MultiViewDataset(args.data, size=pipe.image_size, split="test",
-                               split_seed=int(training.get("split_seed", 0)))
+    cfg = EvalConfig(checkpoint=str(args.checkpoint), data=str(args.data), objects=args.objects,
+                     targets_per_object=args.targets_per_object, seed=args.seed)
+    model = CheckpointMethod("model", args.checkpoint)
+    dataset, _ = split_dataset(cfg, model)  # the test objects exactly as `novelview eval` splits them
     tasks = proto.make_protocol(dataset.scenes, args.objects, args.targets_per_object, args.seed)
     result = {"checkpoint": str(args.checkpoint), "data": str(args.data), "objects": len(tasks),
               "targets_per_object": args.targets_per_object, "samples": args.samples, "strength": args.strength,
               "machine": machine(), "guidance": {}}
     for guidance in args.guidance:
         settings = SamplingSettings(guidance=guidance, seed=args.seed, strength=args.strength)
-        summary = summarize(run(pipe, dataset, tasks, settings, args.samples, args.seed))
+        summary = summarize(run(model, dataset, tasks, settings, args.samples, args.seed))
         result["guidance"][f"{guidance:g}"] = summary
         print(f"\nguidance {guidance:g}, {args.samples} samples per target (PSNR in dB, averaged per image)")
         print(f"{'bin':>8} {'sample 1':>9} {'any sample':>11} {f'mean of {args.samples}':>11} {'mean of inf':>12} "

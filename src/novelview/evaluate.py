@@ -90,7 +90,7 @@ class EvalConfig:
         return asdict(self)
 
 
-def _generator(seed: int, name: str, salt: int = 0, group: int = 0) -> torch.Generator:
+def task_generator(seed: int, name: str, salt: int = 0, group: int = 0) -> torch.Generator:
     """Per-task randomness: the same object (and task ``group`` of it) gets the same noise whatever else the run
     evaluates, and every method gets the same noise for it (common random numbers)."""
     entropy = [int(seed), zlib.crc32(name.encode("utf-8")), salt, *([group] if group else [])]
@@ -178,7 +178,7 @@ def run(cfg: EvalConfig, out: str | Path | None = None) -> rep.EvalReport:
     from tqdm.auto import tqdm
 
     model, methods = _methods(cfg)
-    dataset, split = _split(cfg, model)
+    dataset, split = split_dataset(cfg, model)
     pools = ([dataset.views_of(i) for i in range(len(dataset.scenes))] if dataset.split_by == "views" else None)
     tasks = proto.make_protocol(dataset.scenes, cfg.objects, cfg.targets_per_object, cfg.seed, cfg.cond_view, pools)
     views = _Views(dataset)
@@ -231,7 +231,7 @@ def _methods(cfg: EvalConfig) -> tuple[CheckpointMethod, list[Method]]:
     return model, methods
 
 
-def _split(cfg: EvalConfig, model: CheckpointMethod) -> tuple[Any, dict[str, Any]]:
+def split_dataset(cfg: EvalConfig, model: CheckpointMethod) -> tuple[Any, dict[str, Any]]:
     """The dataset's objects split exactly as training split them (so "test" objects were never trained on), and
     the split's ``split_seed`` / ``val_fraction`` / ``test_fraction``."""
     from novelview.data.views import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION, MultiViewDataset
@@ -292,7 +292,8 @@ def _score_task(
     scores: dict[str, metrics.ImageScores] = {}
     preds: dict[str, Tensor] = {}
     for method in methods:
-        preds[method.name] = method.predict(source, poses, ks, _generator(cfg.seed, task.object_name, group=task.group))
+        generator = task_generator(cfg.seed, task.object_name, group=task.group)
+        preds[method.name] = method.predict(source, poses, ks, generator)
         scores[method.name] = metrics.score_images(preds[method.name], targets, mask, lpips_fn)
     for j, v in enumerate(task.target_views):
         angle = float(angles[j])
@@ -392,7 +393,7 @@ def _consistency(
         cond_img, cond_pose, cond_k = views.images(task.object_index, [task.cond_view])
         gt, poses, ks = views.images(task.object_index, orbit)
         source = View(cond_img[0], cond_pose[0], cond_k[0])
-        generated = model.orbit(source, poses, ks, _generator(cfg.seed, task.object_name, salt=1), cfg.stochastic)
+        generated = model.orbit(source, poses, ks, task_generator(cfg.seed, task.object_name, salt=1), cfg.stochastic)
         ours = consistency_score(generated, poses, ks, cfg.consistency_field)
         ceiling = consistency_score(gt, poses, ks, cfg.consistency_field)
         objects.append({"object": task.object_name, "cond_view": task.cond_view, "views": orbit,
@@ -456,7 +457,7 @@ def _orbit_frames(cfg: EvalConfig, model: CheckpointMethod, task: proto.EvalTask
     frame = cameras.capture_frame(views.ds.scenes[task.object_index].poses.double())
     poses = model.pipe.relative_poses(source.pose, azimuths, 0.0, frame=frame)
     ks = source.K.expand(len(azimuths), 3, 3)
-    generated = model.orbit(source, poses, ks, _generator(cfg.seed, task.object_name, salt=2), cfg.stochastic)
+    generated = model.orbit(source, poses, ks, task_generator(cfg.seed, task.object_name, salt=2), cfg.stochastic)
     return [source.image, *generated]
 
 

@@ -193,6 +193,11 @@ class Pipeline:
     def is_regression(self) -> bool:
         return self.config.objective == "regression"
 
+    @property
+    def lifts(self) -> bool:
+        """Whether the model is 3D-aware (a lifting module: several condition views, ``strength`` below 1)."""
+        return bool((self.config.model or {}).get("lift", False))
+
     def camera_defaults(self) -> dict[str, float]:
         """``radius``, ``fov_deg``, ``elevation_mean`` of the training data (fallbacks: :data:`DEFAULT_CAMERA`)."""
         data = self.config.data or {}

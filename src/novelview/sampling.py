@@ -620,8 +620,6 @@ class _Run:
     @property
     def steps(self) -> int:
         """Denoising steps each view runs (fewer than ``settings.steps`` when it starts from a render)."""
-        if self.render is None:
-            return self.settings.steps
         return self.settings.steps - skipped_steps(self.settings.steps, self.settings.strength)
 
     def draw(

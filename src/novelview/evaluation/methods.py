@@ -87,7 +87,7 @@ class CheckpointMethod:
     @property
     def lifts(self) -> bool:
         """Whether the checkpoint is 3D-aware (has a lifting module, so ``settings.strength`` below 1 applies)."""
-        return bool((self.pipe.config.model or {}).get("lift", False))
+        return self.pipe.lifts
 
     @property
     def guidance(self) -> float:

@@ -44,7 +44,7 @@ def model_info(pipeline: Any, checkpoint_name: str) -> dict[str, Any]:
         "preset": preset_name(config) if model_cfg else None,
         "image_size": int(image_size),
         "objective": str(getattr(config, "objective", "diffusion")),
-        "lifts": bool(model_cfg.get("lift", False)) if isinstance(model_cfg, dict) else False,
+        "lifts": bool(getattr(pipeline, "lifts", False)),
         "parameters": _parameters(pipeline),
         "camera": _camera(pipeline),
         "presets": _presets(),
